@@ -1,0 +1,23 @@
+# The image Heroku builds from heroku.yml (and `docker build .` anywhere else).
+# Same Python minor version as .python-version.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Requirements first: rebuilding after a code change reuses this cached layer.
+# The service runs as an unprivileged user, not as root.
+COPY requirements_prod.txt .
+RUN pip install --no-cache-dir -r requirements_prod.txt \
+    && groupadd --gid 10001 app \
+    && useradd --no-log-init --create-home --uid 10001 --gid app app
+
+COPY --chown=10001:10001 . .
+USER 10001
+
+# gunicorn.conf.py binds to $PORT, which Heroku sets; 5000 when run elsewhere.
+EXPOSE 5000
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]

@@ -1,0 +1,35 @@
+# The README's commands. Each one sets up what it needs on a fresh machine.
+#   make run    serve the model on http://localhost:5000 (SQLite, production packages)
+#   make test   the whole test suite, SQLite and a throwaway PostgreSQL, plus the linters
+#   make bench  the load benchmark (see the README's performance section)
+
+PYTHON ?= python3
+PROD_VENV := .venv-prod
+DEV_VENV := .venv
+
+.PHONY: run test lint bench clean
+
+run: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
+
+test: $(DEV_VENV)/.installed
+	scripts/ensure-postgres
+	$(MAKE) lint
+	$(DEV_VENV)/bin/pytest
+
+lint: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
+	$(DEV_VENV)/bin/hadolint Dockerfile
+
+# A virtualenv is rebuilt whenever its requirements file changes.
+$(PROD_VENV)/.installed: requirements_prod.txt
+	scripts/make-venv $(PYTHON) $(PROD_VENV) requirements_prod.txt
+	touch $@
+
+$(DEV_VENV)/.installed: requirements_prod.txt requirements_dev.txt
+	scripts/make-venv $(PYTHON) $(DEV_VENV) requirements_dev.txt
+	touch $@
+
+clean:
+	rm -rf $(PROD_VENV) $(DEV_VENV) .pytest_cache .ruff_cache .hypothesis

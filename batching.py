@@ -1,0 +1,75 @@
+"""Opportunistic micro-batching: requests that arrive together are processed together.
+
+scikit-learn's predict_proba costs about the same for 1 row as for 100, and a database
+commit about the same for 1 row as for 30, so a worker that is busy with one request does
+better to collect the ones that arrive meanwhile and serve them with one call.
+
+There is no timer and no thread of its own. The first caller to find the batcher idle runs
+its own item at once, so a lone request never waits. Callers that arrive while a batch is
+running queue up; when it ends, the oldest of them is woken to run everything queued as
+the next batch, in its own thread.
+"""
+
+import threading
+
+
+class _Ticket:
+    """One caller's item, and later its result, error or turn to lead."""
+
+    __slots__ = ("item", "result", "error", "finished", "wake")
+
+    def __init__(self, item):
+        self.item = item
+        self.result = None
+        self.error = None
+        self.finished = False
+        self.wake = threading.Event()
+
+
+class MicroBatcher:
+    """Calls process_batch(items) -> results (one per item, in order) for waiting callers."""
+
+    def __init__(self, process_batch, max_batch_size=64):
+        self._process_batch = process_batch
+        self._max_batch_size = max_batch_size
+        self._lock = threading.Lock()
+        self._queue = []
+        self._running = False
+
+    def submit(self, item):
+        """Process item, alone or with others that arrived meanwhile; return its result."""
+        ticket = _Ticket(item)
+        with self._lock:
+            self._queue.append(ticket)
+            leads = not self._running
+            self._running = True
+        if not leads:
+            ticket.wake.wait()  # woken with our result, or because it is our turn to lead
+        if not ticket.finished:
+            self._run_one_batch()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
+
+    def _run_one_batch(self):
+        # The leader is always the oldest queued ticket, so its own item is in the batch.
+        with self._lock:
+            batch = self._queue[: self._max_batch_size]
+            del self._queue[: self._max_batch_size]
+        try:
+            results = self._process_batch([ticket.item for ticket in batch])
+            for ticket, result in zip(batch, results, strict=True):
+                ticket.result = result
+        except BaseException as exc:  # every caller in the batch learns of the failure
+            for ticket in batch:
+                ticket.error = exc
+        finally:
+            with self._lock:
+                for ticket in batch:
+                    ticket.finished = True
+                next_leader = self._queue[0] if self._queue else None
+                self._running = next_leader is not None
+            for ticket in batch:
+                ticket.wake.set()
+            if next_leader is not None:
+                next_leader.wake.set()
