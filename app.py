@@ -129,10 +129,10 @@ def create_tables():
         if not DATABASE_URL.startswith("sqlite"):
             DB.execute_sql("SELECT pg_advisory_xact_lock(hashtext('create_tables'))")
         DB.create_tables([Prediction], safe=True)
-    DB.close_all()  # no connection may be inherited by the forked workers
 
 
 create_tables()
+DB.close_all()  # no connection may be inherited by gunicorn's forked workers
 
 
 # Model artifacts: loaded once, checked once, so a broken deploy fails at start-up.

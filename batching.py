@@ -35,6 +35,8 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._queue = []
         self._running = False
+        self.batches_run = 0  # counters for tests and the benchmark
+        self.largest_batch = 0
 
     def submit(self, item):
         """Process item, alone or with others that arrived meanwhile; return its result."""
@@ -56,6 +58,8 @@ class MicroBatcher:
         with self._lock:
             batch = self._queue[: self._max_batch_size]
             del self._queue[: self._max_batch_size]
+            self.batches_run += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
         try:
             results = self._process_batch([ticket.item for ticket in batch])
             for ticket, result in zip(batch, results, strict=True):

@@ -1,0 +1,90 @@
+"""Fixtures: the service on SQLite and on a real PostgreSQL, and live gunicorn servers.
+
+The API tests take the `service` fixture, which is parametrized by backend, so each of them
+runs once on SQLite and once on PostgreSQL. `service` is app.py imported with DATABASE_URL
+pointing at that backend, exactly as production configures it.
+"""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+from support import REPO, Gunicorn, PostgresServer, postgres_bindir
+
+sys.path.insert(0, str(REPO))
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the whole run (missing: skip, or fail under CI)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not found; run scripts/ensure-postgres"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (under CI=true the PostgreSQL tests must run)")
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    yield server
+    server.destroy()
+
+
+def fresh_database_url(backend, name, request, tmp_path_factory):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp(name)}/predictions.db"
+    return request.getfixturevalue("postgres").create_database(name)
+
+
+def import_app(database_url, **env):
+    """app.py imported afresh, configured by the environment like a deploy."""
+    saved = os.environ.copy()
+    os.environ.update(DATABASE_URL=database_url, **env)
+    try:
+        sys.modules.pop("app", None)
+        return importlib.import_module("app")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        sys.modules.pop("app", None)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def service(request, tmp_path_factory):
+    """app.py bound to a fresh database on one backend."""
+    module = import_app(fresh_database_url(request.param, "api", request, tmp_path_factory))
+    module.backend = request.param
+    yield module
+    module.DB.close_all()
+
+
+@pytest.fixture
+def client(service):
+    """Flask's test client on an empty predictions table."""
+    service.Prediction.delete().execute()
+    service.DB.close()
+    return service.app.test_client()
+
+
+@pytest.fixture
+def database_url(request, tmp_path_factory):
+    """A fresh, empty database; the backend comes from a `backend` parametrization."""
+    name = request.node.name.lower().replace("[", "_").replace("]", "").replace("-", "_")[:50]
+    return fresh_database_url(request.param, name, request, tmp_path_factory)
+
+
+@pytest.fixture
+def live_server():
+    """Start real gunicorn services; they are stopped when the test ends."""
+    started = []
+
+    def start(database_url, **kwargs):
+        server = Gunicorn(database_url, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,165 @@
+"""Real servers for the tests and the benchmark: a throwaway PostgreSQL cluster and gunicorn."""
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_OBSERVATION = {
+    "Age": 22.0,
+    "Cabin": None,
+    "Embarked": "S",
+    "Fare": 7.25,
+    "Parch": 0,
+    "Pclass": 3,
+    "Sex": "male",
+    "SibSp": 1,
+}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bindir():
+    """The directory holding initdb and pg_ctl, or None when PostgreSQL is not installed."""
+    candidates = [os.environ.get("PG_BINDIR", "")]
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).parent))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for directory in candidates:
+        if directory and Path(directory, "initdb").is_file():
+            return Path(directory)
+    return None
+
+
+class PostgresServer:
+    """A PostgreSQL cluster in a temp dir on a free loopback port, run as a non-root user."""
+
+    def __init__(self, bindir, fsync=False):
+        self.bindir = bindir
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="pg-test-"))
+        self.data = self.root / "data"
+        self.fsync = fsync
+        # The server refuses to run as root; as root, run it as the postgres user.
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.run_as:
+            shutil.chown(self.root, "postgres")
+        self._run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        self.start()
+
+    def _run(self, tool, *args):
+        command = [*self.run_as, str(self.bindir / tool), *map(str, args)]
+        subprocess.run(command, check=True, capture_output=True, cwd=self.root)
+
+    def url(self, database="postgres", scheme="postgresql"):
+        return f"{scheme}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self):
+        options = f"-p {self.port} -k {self.root} -h 127.0.0.1 -c max_connections=200"
+        if not self.fsync:
+            options += " -F"
+        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", self.root / "log", "-w", "start")
+
+    def stop(self, mode="fast"):
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def create_database(self, name):
+        self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.sql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def sql(self, statement, database="postgres"):
+        import psycopg2
+
+        conn = psycopg2.connect(self.url(database))
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+                return cursor.fetchall() if cursor.description else None
+        finally:
+            conn.close()
+
+    def destroy(self):
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Gunicorn:
+    """The service as deployed: `gunicorn --config gunicorn.conf.py app:app` on a free port."""
+
+    def __init__(self, database_url, workers=2, env=None, command=None, cwd=REPO, python_bin=None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        bin_dir = python_bin or Path(sys.executable).parent
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "DATABASE_URL": database_url,
+            "GUNICORN_ACCESS_LOG": "",
+            **(env or {}),
+        }
+        self.command = command or ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=cwd,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_until_up()
+
+    def wait_until_up(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if requests.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")
+
+    def output(self):
+        return Path(self.log.name).read_text(errors="replace")
+
+    def post(self, path, body, **kwargs):
+        return requests.post(f"{self.base}{path}", json=body, timeout=30, **kwargs)
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

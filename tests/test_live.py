@@ -1,0 +1,164 @@
+"""The service under real gunicorn workers: boot races, id races, sustained writes, a database restart."""
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import import_app
+from support import EXAMPLE_OBSERVATION
+
+pytestmark = pytest.mark.slow
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def stored_rows(database_url, postgres=None):
+    """(observation_id, observation, proba) of every stored row, read straight from the database."""
+    query = "SELECT observation_id, observation, proba FROM prediction ORDER BY observation_id"
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(query).fetchall()
+    return postgres.sql(query, database=database_url.rsplit("/", 1)[1])
+
+
+def predict(session, base, observation_id, observation=EXAMPLE_OBSERVATION):
+    body = {"id": observation_id, "observation": observation}
+    return session.post(f"{base}/predict", json=body, timeout=30)
+
+
+@POSTGRES
+def test_instances_starting_together_on_an_empty_postgres_all_boot(database_url, live_server):
+    """Like four dynos of three workers each released at once: nobody collides creating the table."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        servers = list(pool.map(lambda _: live_server(database_url, workers=3), range(4)))
+    for server in servers:
+        assert predict(requests.Session(), server.base, 0).status_code == 200
+
+
+@POSTGRES
+def test_concurrent_create_tables_on_postgres_do_not_collide(database_url, postgres):
+    """Without the advisory lock, this fails with 'duplicate key ... pg_type_typname_nsp_index'."""
+    service = import_app(database_url)
+    for _ in range(10):
+        postgres.sql("DROP TABLE prediction", database=database_url.rsplit("/", 1)[1])
+        barrier = threading.Barrier(8)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(create_tables_at_once, [service] * 8, [barrier] * 8))  # re-raises errors
+    service.DB.close_all()
+
+
+def create_tables_at_once(service, barrier):
+    barrier.wait()
+    service.create_tables()
+
+
+def race_for_one_id(servers, observation_id, observations):
+    """Send every observation under the same id at once, spread over the servers."""
+
+    def send(i):
+        return predict(requests.Session(), servers[i % len(servers)].base, observation_id, observations[i])
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        return list(pool.map(send, range(len(observations))))
+
+
+@BOTH
+def test_a_storm_of_requests_for_one_id_leaves_exactly_one_row(database_url, live_server, request):
+    """Retries (same observation) and conflicts (another one) racing across workers and instances."""
+    postgres = request.getfixturevalue("postgres") if database_url.startswith("postgresql") else None
+    servers = [live_server(database_url, workers=2)]
+    if postgres:
+        servers.append(live_server(database_url, workers=2))  # a second instance, like a second dyno
+    rounds = 5
+    outcomes = Counter()
+    for round_id in range(rounds):
+        observations = [dict(EXAMPLE_OBSERVATION, Age=float(20 + i % 3)) for i in range(48)]
+        responses = race_for_one_id(servers, round_id, observations)
+        [(_, stored_observation, stored_proba)] = [
+            row for row in stored_rows(database_url, postgres) if row[0] == round_id
+        ]
+        for observation, response in zip(observations, responses, strict=True):
+            outcomes[response.status_code] += 1
+            if f'"Age": {observation["Age"]}' in stored_observation:
+                assert response.status_code == 200
+                assert response.json()["proba"] == stored_proba
+            else:
+                assert response.status_code == 409
+    assert len(stored_rows(database_url, postgres)) == rounds
+    assert set(outcomes) == {200, 409}
+
+
+@BOTH
+def test_sustained_writes_from_several_workers_all_commit(database_url, live_server, request):
+    postgres = request.getfixturevalue("postgres") if database_url.startswith("postgresql") else None
+    server = live_server(database_url, workers=3)
+    sessions = threading.local()
+
+    def send(observation_id):
+        if not hasattr(sessions, "session"):
+            sessions.session = requests.Session()
+        return predict(
+            sessions.session,
+            server.base,
+            observation_id,
+            dict(EXAMPLE_OBSERVATION, Fare=float(observation_id)),
+        )
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = Counter(response.status_code for response in pool.map(send, range(1500)))
+
+    assert statuses == {200: 1500}
+    assert [row[0] for row in stored_rows(database_url, postgres)] == list(range(1500))
+    assert "database is locked" not in server.output()
+
+
+@POSTGRES
+def test_a_postgres_restart_under_load_loses_no_acknowledged_prediction(database_url, live_server, postgres):
+    server = live_server(database_url, workers=2)
+    acknowledged, statuses, lock = set(), Counter(), threading.Lock()
+    stop = threading.Event()
+    next_id = iter(range(10**9))
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            with lock:
+                observation_id = next(next_id)
+            try:
+                response = predict(session, server.base, observation_id)
+            except requests.ConnectionError:
+                continue
+            with lock:
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    acknowledged.add(observation_id)
+                else:
+                    assert response.json()["error"].startswith("the database is unavailable")
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    for thread in clients:
+        thread.start()
+    try:
+        for _ in range(3):  # three restarts, each while the clients keep sending
+            threading.Event().wait(1.0)
+            postgres.stop("fast")
+            threading.Event().wait(1.0)
+            postgres.start()
+        threading.Event().wait(1.5)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[503] > 0  # the outage was seen, and answered 503
+    stored = {row[0] for row in stored_rows(database_url, postgres)}
+    assert acknowledged <= stored  # every 200 is in the database
+    after = predict(requests.Session(), server.base, -1)  # recovered without a restart
+    assert after.status_code == 200
+    print(f"restarts: 3, answers: {dict(statuses)}, acknowledged missing: {len(acknowledged - stored)}")
