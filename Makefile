@@ -20,7 +20,6 @@ test: $(DEV_VENV)/.installed
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/ruff format --check .
-	$(DEV_VENV)/bin/hadolint Dockerfile
 
 # A virtualenv is rebuilt whenever its requirements file changes.
 $(PROD_VENV)/.installed: requirements_prod.txt

