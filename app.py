@@ -477,6 +477,7 @@ BATCHER = MicroBatcher(predict_batch, MAX_BATCH_SIZE)
 # Web routes.
 app = Flask(__name__)
 app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+app.config["DEBUG"] = False  # Flask would take FLASK_DEBUG from the environment; only `python app.py` may
 
 
 @app.teardown_request

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from support import REPO, Gunicorn, PostgresServer, postgres_bindir
+from support import REPO, LiveServer, PostgresServer, postgres_bindir
 
 sys.path.insert(0, str(REPO))
 
@@ -81,7 +81,7 @@ def live_server():
     started = []
 
     def start(database_url, **kwargs):
-        server = Gunicorn(database_url, **kwargs)
+        server = LiveServer(database_url, **kwargs)
         started.append(server)
         return server
 

@@ -101,8 +101,9 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class Gunicorn:
-    """The service as deployed: `gunicorn --config gunicorn.conf.py app:app` on a free port."""
+class LiveServer:
+    """The service in its own process on a free port; by default as deployed:
+    `gunicorn --config gunicorn.conf.py app:app`."""
 
     def __init__(self, database_url, workers=2, env=None, command=None, cwd=REPO, python_bin=None):
         self.port = free_port()
@@ -129,7 +130,7 @@ class Gunicorn:
         )
         self.wait_until_up()
 
-    def wait_until_up(self, timeout=60):
+    def wait_until_up(self, timeout=180):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import EXAMPLE_OBSERVATION, REPO, Gunicorn
+from conftest import import_app
+from support import EXAMPLE_OBSERVATION, REPO, LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +130,7 @@ def test_start_command_serves_from_a_prod_only_virtualenv(deploy_file, prod_venv
     if deploy_file == "Dockerfile":
         assert not (cwd / "tests").exists()
         assert (cwd / "pipeline.pickle").exists()
-    with Gunicorn(
+    with LiveServer(
         f"sqlite:///{tmp_path}/deploy.db", command=command, cwd=cwd, python_bin=prod_venv
     ) as server:
         assert_serves_the_readme_example(server)
@@ -138,5 +139,21 @@ def test_start_command_serves_from_a_prod_only_virtualenv(deploy_file, prod_venv
 
 def test_make_run_serves_on_port(prod_venv, tmp_path):
     command = ["make", "--no-print-directory", "run"]
-    with Gunicorn(f"sqlite:///{tmp_path}/run.db", command=command, python_bin=prod_venv) as server:
+    with LiveServer(f"sqlite:///{tmp_path}/run.db", command=command, python_bin=prod_venv) as server:
         assert_serves_the_readme_example(server)
+
+
+@pytest.mark.parametrize(("flask_debug", "banner"), [(None, "Debug mode: off"), ("1", "Debug mode: on")])
+def test_python_app_py_runs_the_development_server_in_debug_mode_only_on_request(
+    flask_debug, banner, tmp_path
+):
+    env = {"FLASK_DEBUG": flask_debug} if flask_debug else {}
+    command = [sys.executable, "app.py"]
+    with LiveServer(f"sqlite:///{tmp_path}/dev.db", command=command, env=env) as server:
+        assert_serves_the_readme_example(server)
+        assert banner in server.output()
+
+
+def test_flask_debug_in_the_environment_does_not_turn_on_debug_mode_for_gunicorn(tmp_path):
+    service = import_app(f"sqlite:///{tmp_path}/g.db", FLASK_DEBUG="1")
+    assert service.app.debug is False

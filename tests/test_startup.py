@@ -11,7 +11,7 @@ import joblib
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from support import REPO, Gunicorn
+from support import REPO, LiveServer
 
 ARTIFACTS = ["pipeline.pickle", "dtypes.pickle", "columns.json", "model_meta.json"]
 
@@ -169,4 +169,4 @@ def test_no_database_connection_is_left_open_for_gunicorn_to_fork(tmp_path):
 def test_gunicorn_refuses_to_start_on_bad_artifacts(artifacts, tmp_path):
     (artifacts / "dtypes.pickle").unlink()
     with pytest.raises(RuntimeError, match="dtypes.pickle not found"):
-        Gunicorn(f"sqlite:///{tmp_path}/g.db", env={"ARTIFACTS_DIR": str(artifacts)})
+        LiveServer(f"sqlite:///{tmp_path}/g.db", env={"ARTIFACTS_DIR": str(artifacts)})

@@ -1,0 +1,86 @@
+"""The README is the manual: its examples are run, its code is app.py's, its settings are real."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from support import REPO, LiveServer
+
+pytestmark = pytest.mark.slow
+README = (REPO / "README.md").read_text()
+NOT_RUN_HERE = {"make test": "the suite itself; CI runs it through .ci/run"}
+
+
+def blocks(language):
+    return re.findall(rf"^```{language}\n(.*?)^```", README, flags=re.S | re.M)
+
+
+def console_examples():
+    """(command, expected output) for every `$ ` line in the README's console blocks."""
+    examples = []
+    for block in blocks("console"):
+        for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
+            command, _, output = chunk.partition("\n")
+            examples.append((command, output.strip()))
+    return examples
+
+
+def same_response(actual, expected):
+    """Equal JSON, except that timestamps need only be ISO 8601 UTC."""
+    if isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and actual.keys() == expected.keys()
+            and all(
+                re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", actual[key])
+                if key.endswith("_at")
+                else same_response(actual[key], expected[key])
+                for key in expected
+            )
+        )
+    if isinstance(expected, list):
+        return len(actual) == len(expected) and all(map(same_response, actual, expected))
+    return actual == expected
+
+
+def test_the_readme_has_both_quick_start_commands():
+    commands = [command for command, _ in console_examples()]
+    assert commands[:2] == ["make run", "make test"]
+
+
+def test_every_curl_example_gets_the_response_shown(tmp_path):
+    """Started with the README's own `make run`, on a fresh database."""
+    examples = console_examples()
+    curls = [(command, output) for command, output in examples if command.startswith("curl ")]
+    others = {command for command, _ in examples} - {command for command, _ in curls} - {"make run"}
+    assert others <= set(NOT_RUN_HERE), f"README commands no test runs: {others - set(NOT_RUN_HERE)}"
+    assert len(curls) >= 10
+
+    server = LiveServer(
+        f"sqlite:///{tmp_path}/readme.db",
+        command=["make", "--no-print-directory", "run"],
+        env={"LIST_DB_TOKEN": "change-me"},
+    )
+    with server:
+        for command, expected in curls:
+            runnable = command.replace("http://localhost:5000", server.base)
+            result = subprocess.run(["bash", "-c", runnable], capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, result.stderr
+            assert same_response(json.loads(result.stdout), json.loads(expected)), (command, result.stdout)
+
+
+def test_every_line_of_python_in_the_readme_is_in_app_py():
+    app_lines = {line.strip() for line in (REPO / "app.py").read_text().splitlines()}
+    for block in blocks("python"):
+        for line in block.splitlines():
+            assert not line.strip() or line.strip() in app_lines, line
+
+
+def test_the_configuration_table_lists_exactly_the_settings_the_code_reads():
+    code = (REPO / "app.py").read_text() + (REPO / "gunicorn.conf.py").read_text()
+    read = set(re.findall(r"os\.environ\.get\(['\"](\w+)['\"]", code))
+    table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M))
+    assert read == documented
