@@ -128,7 +128,11 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_until_up()
+        try:
+            self.wait_until_up()
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_until_up(self, timeout=180):
         deadline = time.monotonic() + timeout
@@ -138,7 +142,7 @@ class LiveServer:
             try:
                 if requests.get(f"{self.base}/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")

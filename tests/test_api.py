@@ -202,3 +202,10 @@ def test_list_db_contents_pages_the_predictions(client, list_token):
     bad = client.get("/list-db-contents?per_page=5000", headers=headers)
     assert bad.status_code == 400
     assert "'per_page' must be an integer from 1 to 1000" in bad.get_json()["error"]
+
+
+def test_request_bodies_are_stored_as_data(client, service):
+    hostile = "'); DROP TABLE prediction; --"
+    assert predict(client, 1, Sex=hostile, Cabin="<script>").status_code == 200
+    [row] = rows(service)
+    assert json.loads(row.observation)["Sex"] == hostile

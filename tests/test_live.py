@@ -162,3 +162,13 @@ def test_a_postgres_restart_under_load_loses_no_acknowledged_prediction(database
     after = predict(requests.Session(), server.base, -1)  # recovered without a restart
     assert after.status_code == 200
     print(f"restarts: 3, answers: {dict(statuses)}, acknowledged missing: {len(acknowledged - stored)}")
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_heroku_style_postgres_urls_are_accepted(postgres, scheme):
+    postgres.create_database("schemes")
+    service = import_app(postgres.url("schemes", scheme=scheme))
+    response = service.app.test_client().post("/predict", json={"id": 1, "observation": EXAMPLE_OBSERVATION})
+    assert response.status_code == 200
+    assert postgres.sql("SELECT observation_id FROM prediction", database="schemes") == [(1,)]
+    service.DB.close_all()

@@ -8,9 +8,11 @@ import sys
 import textwrap
 
 import joblib
+import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+from conftest import import_app
 from support import REPO, LiveServer
 
 ARTIFACTS = ["pipeline.pickle", "dtypes.pickle", "columns.json", "model_meta.json"]
@@ -170,3 +172,27 @@ def test_gunicorn_refuses_to_start_on_bad_artifacts(artifacts, tmp_path):
     (artifacts / "dtypes.pickle").unlink()
     with pytest.raises(RuntimeError, match="dtypes.pickle not found"):
         LiveServer(f"sqlite:///{tmp_path}/g.db", env={"ARTIFACTS_DIR": str(artifacts)})
+
+
+def test_a_model_without_an_imputer_answers_missing_values_with_a_422(tmp_path):
+    """Swap in a model that can't take NaN: validation still passes it, the model's reason comes back."""
+    passengers = pd.read_csv(REPO / "titanic.csv")
+    features = passengers[["Age", "Fare"]]
+    complete = features.notna().all(axis=1)
+    joblib.dump(
+        LogisticRegression().fit(features[complete], passengers.Survived[complete]),
+        tmp_path / "pipeline.pickle",
+    )
+    (tmp_path / "columns.json").write_text(json.dumps(["Age", "Fare"]))
+    features.dtypes.to_pickle(tmp_path / "dtypes.pickle")
+    service = import_app(f"sqlite:///{tmp_path}/own.db", ARTIFACTS_DIR=str(tmp_path))
+    client = service.app.test_client()
+
+    scored = client.post("/predict", json={"id": 1, "observation": {"Age": 30.0, "Fare": 10.0}})
+    refused = client.post("/predict", json={"id": 2, "observation": {"Age": None, "Fare": 10.0}})
+
+    assert scored.status_code == 200
+    assert refused.status_code == 422
+    assert "Input X contains NaN" in refused.get_json()["error"]
+    assert [row.observation_id for row in service.Prediction.select()] == [1]
+    service.DB.close_all()
