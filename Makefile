@@ -10,7 +10,7 @@ DEV_VENV := .venv
 .PHONY: run test lint bench clean
 
 run: $(PROD_VENV)/.installed
-	$(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
+	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
 
 test: $(DEV_VENV)/.installed
 	scripts/ensure-postgres

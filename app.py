@@ -39,6 +39,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 from flask import Flask, jsonify, request
 from peewee import (
@@ -274,17 +275,17 @@ def feature_kind(dtype):
     return "string or number"
 
 
-def serving_dtype(dtype):
-    """The training dtype, made nullable where it isn't, so a missing value can be cast."""
+def nullable_dtype(dtype):
+    """The training dtype's twin that can hold a missing value (int64 -> Int64, bool -> boolean)."""
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
     if pd.api.types.is_integer_dtype(dtype):
-        return str(dtype).capitalize()  # int64 -> Int64
+        return str(dtype).capitalize()
     return dtype
 
 
 FEATURE_KINDS = {column: feature_kind(dtype) for column, dtype in DTYPES.items()}
-SERVING_DTYPES = {column: serving_dtype(dtype) for column, dtype in DTYPES.items()}
+NULLABLE_DTYPES = {column: nullable_dtype(dtype) for column, dtype in DTYPES.items()}
 
 
 def checked_feature(name, value):
@@ -387,13 +388,21 @@ def observation_from(body):
 # Scoring and storing, a batch at a time: requests that arrive together share one
 # predict_proba call and one transaction (see batching.py). A batch may be one request.
 def to_frame(feature_rows):
-    """The rows as a DataFrame with the training columns and (nullable) dtypes."""
+    """The rows as a DataFrame with the training columns and dtypes, built column by column.
+
+    A column keeps its exact training dtype unless it holds a missing value that dtype can't
+    (an integer column with a null), which then gets the nullable twin.
+    """
     return pd.DataFrame(
-        {
-            column: pd.array([row[column] for row in feature_rows], dtype=SERVING_DTYPES[column])
-            for column in COLUMNS
-        }
+        {column: column_array(column, [row[column] for row in feature_rows]) for column in COLUMNS}
     )
+
+
+def column_array(column, values):
+    dtype = DTYPES[column]
+    if isinstance(dtype, np.dtype) and (dtype.kind == "f" or None not in values):
+        return np.array(values, dtype=dtype)  # a float column turns None into NaN by itself
+    return pd.array(values, dtype=NULLABLE_DTYPES[column])
 
 
 def probabilities(feature_rows):
@@ -419,11 +428,13 @@ def score(observations):
 
 
 def store(scored):
-    """Insert the scored observations in one transaction; return each id's stored row.
+    """Insert the scored observations in one statement; return {id: (observation, proba)} as stored.
 
-    An id that is already taken is left alone (ON CONFLICT DO NOTHING), and whoever
-    asked gets compared with the stored row afterwards: that keeps retries and races
-    across workers and instances correct without catching IntegrityError.
+    One INSERT is atomic and commits by itself (peewee runs in autocommit mode), which costs
+    PostgreSQL one round trip instead of three. An id that is already taken is left alone
+    (ON CONFLICT DO NOTHING), and whoever asked is then compared with the row the database
+    kept: that keeps retries and races across workers and instances correct without
+    catching IntegrityError.
     """
     now = utc_now()
     rows = [
@@ -437,23 +448,24 @@ def store(scored):
         }
         for obs, proba in scored
     ]
-    ids = [obs.observation_id for obs, _ in scored]
-    with DB.atomic():
-        Prediction.insert_many(rows).on_conflict_ignore().execute()
-        return {
-            row.observation_id: row for row in Prediction.select().where(Prediction.observation_id.in_(ids))
-        }
+    inserted = Prediction.insert_many(rows).on_conflict_ignore().as_rowcount().execute()
+    if inserted == len(rows):  # the usual case: every id was new, and what we wrote is stored
+        return {row["observation_id"]: (row["observation"], row["proba"]) for row in rows}
+    ids = [row["observation_id"] for row in rows]
+    kept = Prediction.select(Prediction.observation_id, Prediction.observation, Prediction.proba)
+    return {row[0]: row[1:] for row in kept.where(Prediction.observation_id.in_(ids)).tuples()}
 
 
 def answer(obs, stored):
-    """The /predict response for an observation, given the row now stored under its id."""
-    if stored.observation != obs.stored_form:
+    """The /predict response for an observation, given (observation, proba) stored under its id."""
+    stored_observation, stored_proba = stored
+    if stored_observation != obs.stored_form:
         return ApiError(
             409,
             f"id {obs.observation_id} was already used for a different observation; "
             "use a new id (the stored prediction is unchanged)",
         )
-    body = {"proba": stored.proba}
+    body = {"proba": stored_proba}
     if obs.unknown_fields:
         body["warnings"] = [f"ignored unknown field(s) {obs.unknown_fields}; the model uses {COLUMNS}"]
     return body

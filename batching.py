@@ -4,26 +4,40 @@ scikit-learn's predict_proba costs about the same for 1 row as for 100, and a da
 commit about the same for 1 row as for 30, so a worker that is busy with one request does
 better to collect the ones that arrive meanwhile and serve them with one call.
 
-There is no timer and no thread of its own. The first caller to find the batcher idle runs
-its own item at once, so a lone request never waits. Callers that arrive while a batch is
-running queue up; when it ends, the oldest of them is woken to run everything queued as
-the next batch, in its own thread.
+There is no thread of its own. The first caller to find the batcher idle runs its own item at
+once, so a lone request never waits. Callers that arrive while a batch is running queue up;
+when it ends, the oldest of them is woken to run everything queued as the next batch, in its
+own thread. Being woken that way means requests are arriving faster than batches finish, so
+that leader first gives the clients just answered a moment (GATHER_SECONDS) to send their next
+request: under steady load this merges two half-size batches into one, which halves the
+model calls, and it never delays a request that arrives alone.
 """
 
 import threading
+import time
+
+GATHER_SECONDS = 0.001
 
 
 class _Ticket:
     """One caller's item, and later its result, error or turn to lead."""
 
-    __slots__ = ("item", "result", "error", "finished", "wake")
+    __slots__ = ("item", "result", "error", "finished", "_wake")
 
     def __init__(self, item):
         self.item = item
         self.result = None
         self.error = None
         self.finished = False
-        self.wake = threading.Event()
+        # A bare lock, held until someone wakes us: much cheaper than an Event's Condition.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+
+    def wait(self):
+        self._wake.acquire()
+
+    def wake(self):
+        self._wake.release()
 
 
 class MicroBatcher:
@@ -46,15 +60,27 @@ class MicroBatcher:
             leads = not self._running
             self._running = True
         if not leads:
-            ticket.wake.wait()  # woken with our result, or because it is our turn to lead
+            ticket.wait()  # woken with our result, or because it is our turn to lead
         if not ticket.finished:
-            self._run_one_batch()
+            self._run_one_batch(handed_over=not leads)
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
 
-    def _run_one_batch(self):
+    def _let_arrivals_queue(self, handed_over):
+        """Let requests already in this process reach the queue before the batch is taken."""
+        if handed_over:
+            time.sleep(GATHER_SECONDS)
+            return
+        for _ in range(16):  # yield the GIL until the queue stops growing; alone, yield once
+            queued = len(self._queue)
+            time.sleep(0)
+            if len(self._queue) == queued:
+                return
+
+    def _run_one_batch(self, handed_over):
         # The leader is always the oldest queued ticket, so its own item is in the batch.
+        self._let_arrivals_queue(handed_over)
         with self._lock:
             batch = self._queue[: self._max_batch_size]
             del self._queue[: self._max_batch_size]
@@ -74,6 +100,6 @@ class MicroBatcher:
                 next_leader = self._queue[0] if self._queue else None
                 self._running = next_leader is not None
             for ticket in batch:
-                ticket.wake.set()
+                ticket.wake()
             if next_leader is not None:
-                next_leader.wake.set()
+                next_leader.wake()

@@ -118,7 +118,9 @@ class LiveServer:
             "GUNICORN_ACCESS_LOG": "",
             **(env or {}),
         }
-        self.command = command or ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+        # A command may name the port as {port}, e.g. ["gunicorn", "--bind", "0.0.0.0:{port}", ...].
+        command = command or ["gunicorn", "--config", "gunicorn.conf.py", "app:app"]
+        self.command = [part.format(port=self.port) for part in command]
         self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command,

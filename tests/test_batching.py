@@ -87,6 +87,17 @@ def scored_alone(service, observation):
     return service.PIPELINE.predict_proba(frame)[0, 1]
 
 
+def test_the_frame_has_the_training_dtypes_and_a_nullable_twin_only_where_a_value_is_missing(service):
+    complete = service.observation_from({"id": 1, "observation": EXAMPLE_OBSERVATION}).features
+    missing = service.observation_from({"id": 2, "observation": {}}).features  # every feature missing
+
+    assert service.to_frame([complete, complete]).dtypes.equals(service.DTYPES)
+    frame = service.to_frame([complete, missing])
+    for column, dtype in service.DTYPES.items():
+        assert frame.dtypes[column] == ("Int64" if dtype == "int64" else dtype), column
+    assert frame["Pclass"].isna().tolist() == [False, True]
+
+
 def test_batched_predictions_equal_scoring_each_row_alone(client, service):
     app = service.app
 

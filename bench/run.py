@@ -1,0 +1,204 @@
+"""The load benchmark behind `make bench`.
+
+For SQLite and then PostgreSQL it starts, each on a fresh database, the service exactly as
+deployed (gunicorn.conf.py) and the tutorial's per-request baseline (bench/baseline_app.py).
+wrk, a separate process, drives POST /predict with unique ids at 1, 4 and 16 connections,
+alternating between the two servers so both are measured in the same minutes. Each figure is
+the median of --repeat runs, and also a ratio to the baseline. After every run the rows added to
+the database must equal the 200s received. Last, the service's memory and the targets.
+
+    python bench/run.py [--seconds 10] [--repeat 3] [--workers 2]
+"""
+
+import argparse
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from support import LiveServer, PostgresServer, postgres_bindir  # noqa: E402
+
+CONNECTIONS = [1, 4, 16]
+KINDS = ["baseline", "service"]
+COMMANDS = {
+    "service": ["gunicorn", "--config", "gunicorn.conf.py", "app:app"],
+    # The tutorial's deploy: gunicorn's default sync workers, as many as the service has.
+    "baseline": ["gunicorn", "--bind", "0.0.0.0:{port}", "--pythonpath", "bench", "baseline_app:app"],
+}
+
+
+def run_wrk(server, connections, seconds, first_id):
+    command = [
+        "wrk", "--latency", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+        "-s", str(REPO / "bench" / "predict.lua"), server.base, "--", str(first_id),
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    return {
+        "rps": result["requests"] / result["seconds"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+        "errors": result["non_2xx"] + result["socket_errors"],
+        "ok": result["requests"] - result["non_2xx"],
+    }
+
+
+def count_rows(database_url, postgres):
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute("SELECT count(*) FROM prediction").fetchone()[0]
+    return postgres.sql("SELECT count(*) FROM prediction", database=database_url.rsplit("/", 1)[1])[0][0]
+
+
+def memory_mb(server):
+    """(workers, RSS, PSS) of gunicorn's master plus its workers, from /proc."""
+    master = server.process.pid
+    workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    rss = pss = 0
+    for pid in [master, *workers]:
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+        )
+        rss += int(fields["Rss"].split()[0])
+        pss += int(fields["Pss"].split()[0])
+    return len(workers), rss / 1024, pss / 1024
+
+
+def bench_backend(backend, postgres, scratch, args):
+    """Medians per (kind, connections) for one backend, plus the service's memory."""
+    urls, servers = {}, {}
+    try:
+        for kind in KINDS:
+            if backend == "sqlite":
+                urls[kind] = f"sqlite:///{scratch}/{kind}.db"
+            else:
+                urls[kind] = postgres.create_database(f"bench_{kind}")
+            servers[kind] = LiveServer(urls[kind], workers=args.workers, command=COMMANDS[kind])
+        first_id = 0
+        results = []
+        for connections in CONNECTIONS:
+            runs = {kind: [] for kind in KINDS}
+            for _ in range(args.repeat):
+                for kind in KINDS:  # alternate, so both see the same machine
+                    first_id += 10**7  # ids stay in 32 bits: the baseline's IntegerField
+                    before = count_rows(urls[kind], postgres)
+                    run = run_wrk(servers[kind], connections, args.seconds, first_id)
+                    run["rows"] = count_rows(urls[kind], postgres) - before
+                    runs[kind].append(run)
+            for kind in KINDS:
+                results.append(summarize(backend, kind, connections, runs[kind]))
+        return results, memory_mb(servers["service"])
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def summarize(backend, kind, connections, runs):
+    return {
+        "backend": backend,
+        "kind": kind,
+        "connections": connections,
+        "rps": statistics.median(run["rps"] for run in runs),
+        "p50_ms": statistics.median(run["p50_ms"] for run in runs),
+        "p99_ms": statistics.median(run["p99_ms"] for run in runs),
+        "errors": sum(run["errors"] for run in runs),
+        "ok": sum(run["ok"] for run in runs),
+        "rows": sum(run["rows"] for run in runs),
+        # wrk stops the clock with up to one request per connection in flight: those rows are
+        # committed but their 200s are not counted, so rows may exceed the 200s by that much.
+        "rows_match": all(run["ok"] <= run["rows"] <= run["ok"] + connections for run in runs),
+    }
+
+
+def find(rows, backend, kind, connections):
+    return next(
+        r for r in rows if (r["backend"], r["kind"], r["connections"]) == (backend, kind, connections)
+    )
+
+
+HEADER = "| backend | server | conns | req/s | p50 ms | p99 ms | errors | 200s | rows | req/s ratio | p50 ratio |"
+
+
+def print_table(rows, memory, args):
+    print(
+        f"\nmedians of {args.repeat} runs of {args.seconds}s; {args.workers} workers; wrk on this machine\n"
+    )
+    print(HEADER)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        base = find(rows, r["backend"], "baseline", r["connections"])
+        print(
+            f"| {r['backend']} | {r['kind']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {r['errors']} | {r['ok']:,} | {r['rows']:,} "
+            f"| {r['rps'] / base['rps']:.2f}x | {r['p50_ms'] / base['p50_ms']:.2f}x |"
+        )
+    print()
+    for backend, (workers, rss, pss) in memory.items():
+        print(
+            f"service on {backend}, master + {workers} workers, after the load: RSS {rss:.0f} MB, PSS {pss:.0f} MB"
+        )
+
+
+def check_targets(rows, memory):
+    def row(backend, kind, connections):
+        return find(rows, backend, kind, connections)
+
+    targets = {
+        "SQLite, 16 connections: at least 5x the baseline's requests/s": row("sqlite", "service", 16)["rps"]
+        >= 5 * row("sqlite", "baseline", 16)["rps"],
+        "SQLite, 16 connections: at least 1,200 requests/s": row("sqlite", "service", 16)["rps"] >= 1200,
+        "SQLite, 16 connections: p99 under 50 ms": row("sqlite", "service", 16)["p99_ms"] < 50,
+        "SQLite, 1 connection: p50 no worse than the baseline's": row("sqlite", "service", 1)["p50_ms"]
+        <= row("sqlite", "baseline", 1)["p50_ms"],
+        "PostgreSQL, 16 connections: at least 4x the baseline's requests/s": row("postgresql", "service", 16)[
+            "rps"
+        ]
+        >= 4 * row("postgresql", "baseline", 16)["rps"],
+        "the service: zero errors": all(r["errors"] == 0 for r in rows if r["kind"] == "service"),
+        "every server: every 200 is a row in the database": all(r["rows_match"] for r in rows),
+        "the service with two workers fits a 512 MB dyno (PSS)": all(
+            pss < 512 for _, _, pss in memory.values()
+        ),
+    }
+    print()
+    for target, met in targets.items():
+        print(f"{'met   ' if met else 'MISSED'} {target}")
+    return [target for target, met in targets.items() if not met]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: install Debian's wrk package (make bench does it when run as root)")
+    bindir = postgres_bindir()
+    if bindir is None:
+        sys.exit("PostgreSQL's server binaries not found: run scripts/ensure-postgres")
+
+    postgres = PostgresServer(bindir, fsync=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    rows, memory = [], {}
+    try:
+        for backend in ("sqlite", "postgresql"):
+            results, memory[backend] = bench_backend(backend, postgres, scratch, args)
+            rows += results
+    finally:
+        postgres.destroy()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print_table(rows, memory, args)
+    missed = check_targets(rows, memory)
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()
