@@ -123,7 +123,7 @@ def find(rows, backend, kind, connections):
     )
 
 
-HEADER = "| backend | server | conns | req/s | p50 ms | p99 ms | errors | 200s | rows | req/s ratio | p50 ratio |"
+HEADER = "| backend | server | conns | req/s | p50 ms | p99 ms | errors | 200s | rows | x req/s | x p50 |"
 
 
 def print_table(rows, memory, args):
@@ -141,9 +141,7 @@ def print_table(rows, memory, args):
         )
     print()
     for backend, (workers, rss, pss) in memory.items():
-        print(
-            f"service on {backend}, master + {workers} workers, after the load: RSS {rss:.0f} MB, PSS {pss:.0f} MB"
-        )
+        print(f"service on {backend}, master + {workers} workers: RSS {rss:.0f} MB, PSS {pss:.0f} MB")
 
 
 def check_targets(rows, memory):
