@@ -17,6 +17,12 @@ test: $(DEV_VENV)/.installed
 	$(MAKE) lint
 	$(DEV_VENV)/bin/pytest
 
+# BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS="--seconds 5 --repeat 3".
+bench: $(DEV_VENV)/.installed
+	scripts/ensure-postgres
+	scripts/ensure-wrk
+	$(DEV_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/ruff format --check .

@@ -32,9 +32,10 @@ import logging
 import math
 import os
 import pickle
+import sqlite3
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from peewee import (
     Model,
     OperationalError,
     TextField,
+    fn,
 )
 from playhouse.db_url import connect
 from playhouse.pool import MaxConnectionsExceeded
@@ -66,12 +68,22 @@ MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES") or 1_000_000)
 LIST_DB_TOKEN = os.environ.get("LIST_DB_TOKEN", "")
 DB_TIMEOUT_SECONDS = int(os.environ.get("DB_TIMEOUT_SECONDS") or 5)
 MAX_BATCH_SIZE = int(os.environ.get("MAX_BATCH_SIZE") or 64)
+DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE") or 4)  # database connections per worker, at most
 
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
 
 
 # Database: SQLite in a local file by default, PostgreSQL when DATABASE_URL says so.
+def sqlite_has_ln():
+    """SQLite has ln() only when built with its math functions (Debian's is; some others aren't)."""
+    try:
+        sqlite3.connect(":memory:").execute("SELECT ln(1)")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def database_from_url(url):
     """Open the URL's database through peewee's connection pool.
 
@@ -85,20 +97,31 @@ def database_from_url(url):
         # plus a busy timeout make concurrent writers queue instead of failing "locked".
         return connect(
             f"sqlite+pool://{rest}",
-            pragmas={"journal_mode": "wal", "synchronous": "normal"},
-            timeout=DB_TIMEOUT_SECONDS,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "normal",
+                "busy_timeout": DB_TIMEOUT_SECONDS * 1000,
+            },
             lock_type="IMMEDIATE",
             check_same_thread=False,
-            max_connections=None,
+            max_connections=DB_POOL_SIZE,
+            timeout=DB_TIMEOUT_SECONDS,  # the pool's: wait this long for a free connection
         )
     if scheme in ("postgres", "postgresql"):  # Heroku hands out postgres:// URLs
-        return connect(f"postgresql+pool://{rest}", connect_timeout=DB_TIMEOUT_SECONDS, max_connections=None)
+        return connect(
+            f"postgresql+pool://{rest}",
+            connect_timeout=DB_TIMEOUT_SECONDS,
+            max_connections=DB_POOL_SIZE,
+            timeout=DB_TIMEOUT_SECONDS,  # wait this long for a free connection, then answer 503
+        )
     raise RuntimeError(
         f"DATABASE_URL must start with sqlite://, postgres:// or postgresql://; got {scheme}://"
     )
 
 
 DB = database_from_url(DATABASE_URL)
+if DATABASE_URL.startswith("sqlite") and not sqlite_has_ln():
+    DB.register_function(math.log, "ln", 1)  # /stats computes log loss in SQL
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, MaxConnectionsExceeded)
 
 
@@ -570,6 +593,152 @@ def list_db_contents():
             "per_page": per_page,
             "total": Prediction.select().count(),
             "predictions": [record(row) for row in rows],
+        }
+    )
+
+
+def categories_seen(estimator, columns=None):
+    """{column: categories seen in training}, from every fitted encoder in the pipeline."""
+    found = {}
+    if hasattr(estimator, "transformers_"):  # a ColumnTransformer: each part names its columns
+        for _, transformer, part_columns in estimator.transformers_:
+            if isinstance(part_columns, list) and not isinstance(transformer, str):
+                found.update(categories_seen(transformer, part_columns))
+    elif hasattr(estimator, "steps"):  # a Pipeline
+        for _, step in estimator.steps:
+            found.update(categories_seen(step, columns))
+    elif hasattr(estimator, "categories_"):
+        names = getattr(estimator, "feature_names_in_", columns)
+        if names is not None:
+            for name, categories in zip(names, estimator.categories_, strict=True):
+                found[str(name)] = [
+                    value for value in categories.tolist() if isinstance(value, (str, int, float))
+                ]
+    return found
+
+
+def model_card():
+    categories = categories_seen(PIPELINE)
+    return {
+        "model_version": MODEL_VERSION,
+        "pipeline_sha256": PIPELINE_SHA256,
+        "positive_class": PIPELINE.classes_[POSITIVE_CLASS_INDEX].item(),
+        "features": [
+            {"name": column, "dtype": str(dtype), "accepts": FEATURE_KINDS[column]}
+            | ({"categories": categories[column]} if column in categories else {})
+            for column, dtype in DTYPES.items()
+        ],
+        "versions": {
+            package: {"running": version(package), "trained_with": MODEL_META.get(package)}
+            for package in ("scikit-learn", "pandas", "numpy")
+        },
+    }
+
+
+MODEL_CARD = model_card()
+
+
+@app.get("/model")
+def model():
+    return jsonify(MODEL_CARD)
+
+
+# Live quality: how the model does on the predictions whose true class has arrived. Everything
+# is aggregated in the database, in one pass over the labelled rows (see the README for costs).
+QUALITY_SQL = """
+WITH labelled AS (
+    SELECT {key} AS key, proba, true_class,
+           CASE WHEN proba < 1e-15 THEN 1e-15 WHEN proba > 1 - 1e-15 THEN 1 - 1e-15 ELSE proba END AS clipped,
+           RANK() OVER ({partition} ORDER BY proba) AS low_rank,
+           COUNT(*) OVER (PARTITION BY {partition_key}proba) AS ties
+    FROM prediction
+    WHERE true_class IS NOT NULL AND created_at >= {param}
+)
+SELECT MAX(key), COUNT(*), SUM(true_class), AVG(proba), AVG((proba - true_class) * (proba - true_class)),
+       -AVG(CASE WHEN true_class = 1 THEN LN(clipped) ELSE LN(1 - clipped) END),
+       SUM(CASE WHEN true_class = 1 THEN low_rank + (ties - 1) / 2.0 ELSE 0 END)
+FROM labelled {group_by}
+"""
+
+
+def quality(since, by_model_version):
+    """{model_version or None: metrics} for labelled predictions made since `since`."""
+    if by_model_version:
+        parts = {
+            "key": "model_version",
+            "partition": "PARTITION BY model_version",
+            "partition_key": "model_version, ",
+        }
+        parts["group_by"] = "GROUP BY key"
+    else:
+        parts = {"key": "NULL", "partition": "", "partition_key": "", "group_by": ""}
+    sql = QUALITY_SQL.format(param=DB.param, **parts)
+    return {row[0]: quality_metrics(*row[1:]) for row in DB.execute_sql(sql, (since,)).fetchall() if row[1]}
+
+
+def quality_metrics(labelled, positives, mean_proba, brier, log_loss, positive_rank_sum):
+    """ROC AUC from the rank sum of the positives (Mann-Whitney), ties counted as half."""
+    negatives = labelled - positives
+    auc = None
+    if positives and negatives:
+        auc = (float(positive_rank_sum) - positives * (positives + 1) / 2) / (positives * negatives)
+    return {
+        "labelled": labelled,
+        "roc_auc": rounded(auc),
+        "log_loss": rounded(log_loss),
+        "brier_score": rounded(brier),
+        "predicted_positive_rate": rounded(mean_proba),
+        "observed_positive_rate": rounded(positives / labelled),
+    }
+
+
+def rounded(value):
+    return None if value is None else round(float(value), 6)
+
+
+def served(since):
+    """{model_version: (predictions, labelled)} since `since`."""
+    query = (
+        Prediction.select(Prediction.model_version, fn.COUNT(Prediction.id), fn.COUNT(Prediction.true_class))
+        .where(Prediction.created_at >= since)
+        .group_by(Prediction.model_version)
+    )
+    return {version: (total, labelled) for version, total, labelled in query.tuples()}
+
+
+def window_start():
+    raw = request.args.get("hours")
+    if raw is None:
+        return None, datetime(1970, 1, 1)
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1
+    if not 0 < hours <= 24 * 365 * 100:
+        raise ApiError(400, f"'hours' must be a positive number of hours; got {raw!r}")
+    return hours, utc_now() - timedelta(hours=hours)
+
+
+@app.get("/stats")
+def stats():
+    hours, since = window_start()
+    counts = served(since)
+    by_version = quality(since, by_model_version=True)
+    [overall] = quality(since, by_model_version=False).values() or [None]
+
+    def summary(predictions, labelled, metrics):
+        return {"predictions": predictions, **(metrics or {"labelled": labelled})}
+
+    return jsonify(
+        {
+            "window_hours": hours,
+            "overall": summary(
+                sum(t for t, _ in counts.values()), sum(n for _, n in counts.values()), overall
+            ),
+            "by_model_version": {
+                version: summary(total, labelled, by_version.get(version))
+                for version, (total, labelled) in sorted(counts.items())
+            },
         }
     )
 

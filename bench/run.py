@@ -171,11 +171,58 @@ def check_targets(rows, memory):
     return [target for target, met in targets.items() if not met]
 
 
+def fill_with_labelled_predictions(database_url, postgres, rows):
+    """A predictions table of `rows` labelled rows with varied probas, built in the database."""
+    LiveServer(database_url, workers=1).stop()  # the service creates its own table
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+                INSERT INTO prediction (observation_id, observation, proba, true_class, model_version,
+                                        created_at, updated_at)
+                SELECT i, '{{}}', (i % 997) / 997.0, (i % 7) % 2, 'bench', datetime('now'), datetime('now')
+                FROM n"""
+            )
+    else:
+        postgres.sql(
+            f"""INSERT INTO prediction (observation_id, observation, proba, true_class, model_version,
+                                        created_at, updated_at)
+            SELECT i, '{{}}', (i % 997) / 997.0, (i % 7) % 2, 'bench', now(), now()
+            FROM generate_series(1, {rows}) AS i""",
+            database=database_url.rsplit("/", 1)[1],
+        )
+
+
+def stats_seconds(postgres, scratch, rows):
+    """{backend: median seconds of GET /stats} on a table of `rows` labelled predictions."""
+    import requests
+
+    seconds = {}
+    for backend in ("sqlite", "postgresql"):
+        url = (
+            f"sqlite:///{scratch}/stats.db"
+            if backend == "sqlite"
+            else postgres.create_database("bench_stats")
+        )
+        fill_with_labelled_predictions(url, postgres, rows)
+        with LiveServer(url, workers=1) as server:
+            timings = []
+            for _ in range(3):
+                response = requests.get(f"{server.base}/stats", timeout=600)
+                assert response.json()["overall"]["labelled"] == rows, response.text
+                timings.append(response.elapsed.total_seconds())
+        seconds[backend] = statistics.median(timings)
+    return seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is reported")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers")
+    parser.add_argument(
+        "--stats-rows", type=int, default=1_000_000, help="table size for timing /stats (0: skip)"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: install Debian's wrk package (make bench does it when run as root)")
@@ -190,10 +237,15 @@ def main():
         for backend in ("sqlite", "postgresql"):
             results, memory[backend] = bench_backend(backend, postgres, scratch, args)
             rows += results
+        stats_cost = stats_seconds(postgres, scratch, args.stats_rows) if args.stats_rows else {}
     finally:
         postgres.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
     print_table(rows, memory, args)
+    for backend, seconds in stats_cost.items():
+        print(
+            f"GET /stats, {args.stats_rows:,} labelled predictions, {backend}: {seconds:.2f} s (median of 3)"
+        )
     missed = check_targets(rows, memory)
     sys.exit(1 if missed else 0)
 

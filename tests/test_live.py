@@ -172,3 +172,26 @@ def test_heroku_style_postgres_urls_are_accepted(postgres, scheme):
     assert response.status_code == 200
     assert postgres.sql("SELECT observation_id FROM prediction", database="schemes") == [(1,)]
     service.DB.close_all()
+
+
+@POSTGRES
+def test_two_instances_sharing_postgres_keep_every_guarantee(database_url, live_server, postgres):
+    """Like two dynos: each id is sent to both instances at once (a retry that lands elsewhere)."""
+    instances = [live_server(database_url, workers=2), live_server(database_url, workers=2)]
+
+    def send(pair):
+        observation_id, instance = pair
+        observation = dict(EXAMPLE_OBSERVATION, Age=float(observation_id % 70))
+        return observation_id, predict(requests.Session(), instance.base, observation_id, observation)
+
+    pairs = [(observation_id, instance) for observation_id in range(300) for instance in instances]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(send, pairs))
+
+    assert {response.status_code for _, response in answers} == {200}
+    probas = {}
+    for observation_id, response in answers:
+        assert probas.setdefault(observation_id, response.json()["proba"]) == response.json()["proba"]
+    stored = stored_rows(database_url, postgres)
+    assert [row[0] for row in stored] == list(range(300))  # one row per id, none lost
+    assert all(probas[observation_id] == proba for observation_id, _, proba in stored)

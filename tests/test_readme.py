@@ -54,7 +54,9 @@ def test_every_curl_example_gets_the_response_shown(tmp_path):
     """Started with the README's own `make run`, on a fresh database."""
     examples = console_examples()
     curls = [(command, output) for command, output in examples if command.startswith("curl ")]
-    others = {command for command, _ in examples} - {command for command, _ in curls} - {"make run"}
+    others = (
+        {command for command, _ in examples} - {command for command, _ in curls} - {"make run", "make bench"}
+    )
     assert others <= set(NOT_RUN_HERE), f"README commands no test runs: {others - set(NOT_RUN_HERE)}"
     assert len(curls) >= 10
 
@@ -84,3 +86,19 @@ def test_the_configuration_table_lists_exactly_the_settings_the_code_reads():
     table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M))
     assert read == documented
+
+
+def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
+    """The README's `make bench`, shortened to one 1-second run per figure."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "bench", "BENCH_ARGS=--seconds 1 --repeat 1 --stats-rows 1000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    table = [line for line in result.stdout.splitlines() if line.startswith(("| sqlite", "| postgresql"))]
+    assert len(table) == 12, result.stdout + result.stderr
+    assert "met    every server: every 200 is a row in the database" in result.stdout
+    assert "met    the service: zero errors" in result.stdout
+    assert "GET /stats, 1,000 labelled predictions, postgresql:" in result.stdout
