@@ -18,6 +18,10 @@ The wire contract (JSON in, JSON out):
 
     GET /health  200 while the process is up.
     GET /ready   200 when the model is loaded and the database answers, else 503.
+    GET /model   the features, their dtypes and categories, the model's hash and versions.
+    GET /stats?hours=24
+        Predictions served and labelled, and on the labelled ones ROC AUC, log loss, Brier
+        score and predicted vs observed positive rate, overall and per model_version.
 
 Every error is {"error": "<what is wrong, what was expected, what arrived>"} with an honest
 status: 400 malformed, 401 bad token, 404 unknown id or route, 405 wrong method, 409 id
@@ -281,6 +285,10 @@ def is_integer(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_integral_float(value):
+    return isinstance(value, float) and value.is_integer()  # 3.0, but not 2.5, inf or nan
+
+
 def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -316,13 +324,10 @@ def checked_feature(name, value):
     if is_missing(value):
         return None
     kind = FEATURE_KINDS[name]
-    if (
-        kind == "integer"
-        and is_number(value)
-        and float(value).is_integer()
-        and INT64_MIN <= value <= INT64_MAX
-    ):
-        return int(value)
+    if kind == "integer":
+        whole = value if is_integer(value) else int(value) if is_integral_float(value) else None
+        if whole is not None and INT64_MIN <= whole <= INT64_MAX:
+            return whole
     if kind == "number" and is_number(value):
         try:
             return float(value)

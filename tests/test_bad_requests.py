@@ -115,6 +115,8 @@ BAD_REQUESTS = [
         "'observation.Pclass' must be an integer or null; got false",
     ),
     ("POST", "/predict", JSON, body(Pclass=2**64), 400, "'observation.Pclass' must be an integer"),
+    ("POST", "/predict", JSON, body(Pclass=10**400), 400, "'observation.Pclass' must be an integer or null"),
+    ("POST", "/predict", JSON, body(Pclass=float("inf")), 400, "'observation.Pclass' must be an integer"),
     (
         "POST",
         "/predict",
