@@ -394,11 +394,7 @@ class Observation:
     observation_id: int
     features: dict
     unknown_fields: list
-
-    @property
-    def stored_form(self):
-        """The features as stored and compared: a retry must match this exactly."""
-        return json.dumps(self.features)
+    stored_form: str  # the features as stored and compared: a retry must match this exactly
 
 
 def observation_from(body):
@@ -410,7 +406,7 @@ def observation_from(body):
         raise ApiError(400, f"'observation' must be a JSON object of features; got {describe(raw)}")
     features = {column: checked_feature(column, raw.get(column)) for column in COLUMNS}
     unknown = sorted(set(raw) - set(COLUMNS))
-    return Observation(observation_id, features, unknown)
+    return Observation(observation_id, features, unknown, json.dumps(features))
 
 
 # Scoring and storing, a batch at a time: requests that arrive together share one
@@ -651,34 +647,27 @@ def model():
 # Live quality: how the model does on the predictions whose true class has arrived. Everything
 # is aggregated in the database, in one pass over the labelled rows (see the README for costs).
 QUALITY_SQL = """
-WITH labelled AS (
+WITH keyed AS (
     SELECT {key} AS key, proba, true_class,
-           CASE WHEN proba < 1e-15 THEN 1e-15 WHEN proba > 1 - 1e-15 THEN 1 - 1e-15 ELSE proba END AS clipped,
-           RANK() OVER ({partition} ORDER BY proba) AS low_rank,
-           COUNT(*) OVER (PARTITION BY {partition_key}proba) AS ties
+           CASE WHEN proba < 1e-15 THEN 1e-15 WHEN proba > 1 - 1e-15 THEN 1 - 1e-15 ELSE proba END AS clipped
     FROM prediction
     WHERE true_class IS NOT NULL AND created_at >= {param}
+), ranked AS (
+    SELECT *, RANK() OVER (PARTITION BY key ORDER BY proba) AS low_rank,
+              COUNT(*) OVER (PARTITION BY key, proba) AS ties
+    FROM keyed
 )
-SELECT MAX(key), COUNT(*), SUM(true_class), AVG(proba), AVG((proba - true_class) * (proba - true_class)),
+SELECT key, COUNT(*), SUM(true_class), AVG(proba), AVG((proba - true_class) * (proba - true_class)),
        -AVG(CASE WHEN true_class = 1 THEN LN(clipped) ELSE LN(1 - clipped) END),
        SUM(CASE WHEN true_class = 1 THEN low_rank + (ties - 1) / 2.0 ELSE 0 END)
-FROM labelled {group_by}
+FROM ranked GROUP BY key
 """
 
 
 def quality(since, by_model_version):
-    """{model_version or None: metrics} for labelled predictions made since `since`."""
-    if by_model_version:
-        parts = {
-            "key": "model_version",
-            "partition": "PARTITION BY model_version",
-            "partition_key": "model_version, ",
-        }
-        parts["group_by"] = "GROUP BY key"
-    else:
-        parts = {"key": "NULL", "partition": "", "partition_key": "", "group_by": ""}
-    sql = QUALITY_SQL.format(param=DB.param, **parts)
-    return {row[0]: quality_metrics(*row[1:]) for row in DB.execute_sql(sql, (since,)).fetchall() if row[1]}
+    """{model_version (or "" for all of them): metrics} for labelled predictions made since `since`."""
+    sql = QUALITY_SQL.format(key="model_version" if by_model_version else "''", param=DB.param)
+    return {row[0]: quality_metrics(*row[1:]) for row in DB.execute_sql(sql, (since,)).fetchall()}
 
 
 def quality_metrics(labelled, positives, mean_proba, brier, log_loss, positive_rank_sum):
