@@ -15,6 +15,12 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS") or 16)
 
+# Each worker opens its own listening socket (SO_REUSEPORT), and the kernel spreads new
+# connections evenly over them. With one shared socket, whichever worker happened to be
+# idle took most of them: 13 of 16 keep-alive connections on one worker was common, and
+# that worker then ran at full load while the other one waited.
+reuse_port = True
+
 # Load app.py once in the master before forking: the tables are created once (not by every
 # worker racing on an empty database), and the workers share the model's memory.
 preload_app = True

@@ -33,6 +33,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def listening_addresses(port):
+    """The local address of every TCP socket listening on `port`, from /proc/net/tcp."""
+    addresses = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local_address, _remote_address, state = line.split()[1:4]
+        host, port_hex = local_address.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A is LISTEN
+            addresses.append(socket.inet_ntoa(bytes.fromhex(host)[::-1]))
+    return addresses
+
+
 def postgres_bindir():
     """The directory holding initdb and pg_ctl, or None when PostgreSQL is not installed."""
     candidates = [os.environ.get("PG_BINDIR", "")]
@@ -148,6 +159,14 @@ class LiveServer:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")
+
+    def wait_until_every_worker_listens(self, workers=2, timeout=30):
+        """The service answers as soon as one worker is up; with reuse_port each worker opens its
+        own listening socket when it has booted. The listening addresses, once all are open."""
+        deadline = time.monotonic() + timeout
+        while len(listening_addresses(self.port)) < workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return listening_addresses(self.port)
 
     def output(self):
         return Path(self.log.name).read_text(errors="replace")

@@ -1,8 +1,11 @@
 """The service under real gunicorn workers: boot races, id races, sustained writes, a database restart."""
 
+import os
+import socket
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,6 +32,44 @@ def stored_rows(database_url, postgres=None):
 def predict(session, base, observation_id, observation=EXAMPLE_OBSERVATION):
     body = {"id": observation_id, "observation": observation}
     return session.post(f"{base}/predict", json=body, timeout=30)
+
+
+def open_keepalive_connections(server, count):
+    """`count` client connections, opened at once like a load generator's, each served once and kept open."""
+    connections = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(count)]
+    for connection in connections:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    for connection in connections:
+        assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+    return connections
+
+
+def connections_held(pid, port):
+    """How many TCP connections to `port` process `pid` holds, matched by socket inode."""
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:  # 01 is ESTABLISHED
+            established.add(fields[9])
+    fds = Path(f"/proc/{pid}/fd")
+    targets = [os.readlink(fd) for fd in fds.iterdir()]
+    return sum(target.removeprefix("socket:[").rstrip("]") in established for target in targets)
+
+
+def test_connections_are_spread_evenly_over_the_workers(live_server, tmp_path):
+    """Each worker has its own listening socket: a keep-alive client's connection can't all go to one."""
+    server = live_server(f"sqlite:///{tmp_path}/spread.db")
+    assert len(server.wait_until_every_worker_listens()) == 2
+    connections = open_keepalive_connections(server, 64)
+    try:
+        master = server.process.pid
+        workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        held = sorted(connections_held(pid, server.port) for pid in workers)
+    finally:
+        for connection in connections:
+            connection.close()
+    assert sum(held) == 64
+    assert held[0] >= 16, held  # 32 each on average; fewer than 16 by chance: 1 in 40,000
 
 
 @POSTGRES
