@@ -7,16 +7,20 @@ better to collect the ones that arrive meanwhile and serve them with one call.
 There is no thread of its own. The first caller to find the batcher idle runs its own item at
 once, so a lone request never waits. Callers that arrive while a batch is running queue up;
 when it ends, the oldest of them is woken to run everything queued as the next batch, in its
-own thread. Being woken that way means requests are arriving faster than batches finish, so
-that leader first gives the clients just answered a moment (GATHER_SECONDS) to send their next
-request: under steady load this merges two half-size batches into one, which halves the
-model calls, and it never delays a request that arrives alone.
+own thread.
+
+Before a leader takes its batch it may wait, briefly, for requests it has reason to expect:
+the clients of the batch just answered send their next request a moment later, and under
+steady load waiting for them (at most GATHER_SECONDS) turns two half-size batches into one,
+which halves the model calls. A leader waits only when the previous batch ended within the
+last GATHER_SECONDS and held more than the leader's queue: a request after a quiet spell,
+or from the one client of a one-request batch, is run at once.
 """
 
 import threading
 import time
 
-GATHER_SECONDS = 0.001
+GATHER_SECONDS = 0.003
 
 
 class _Ticket:
@@ -49,6 +53,9 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._queue = []
         self._running = False
+        self._last_batch_size = 0
+        self._last_batch_end = float("-inf")
+        self._gate = None  # while a leader waits: (lock it waits on, queue length that opens it)
         self.batches_run = 0  # counters for tests and the benchmark
         self.largest_batch = 0
 
@@ -59,6 +66,9 @@ class MicroBatcher:
             self._queue.append(ticket)
             leads = not self._running
             self._running = True
+            if self._gate is not None and len(self._queue) >= self._gate[1]:
+                self._gate[0].release()  # the leader was waiting for this many
+                self._gate = None
         if not leads:
             ticket.wait()  # woken with our result, or because it is our turn to lead
         if not ticket.finished:
@@ -67,16 +77,27 @@ class MicroBatcher:
             raise ticket.error
         return ticket.result
 
+    def _expected_batch_size(self, handed_over):
+        """How many queued requests a leader can expect shortly; called under the lock."""
+        if time.monotonic() - self._last_batch_end > GATHER_SECONDS:
+            return 1  # no batch just ended: nobody is about to come back
+        # A handed-over leader expects those queued meanwhile plus the clients just answered; a
+        # leader that found us idle is most likely one of those clients itself.
+        queued_meanwhile = len(self._queue) if handed_over else 0
+        return min(queued_meanwhile + self._last_batch_size, self._max_batch_size)
+
     def _let_arrivals_queue(self, handed_over):
-        """Let requests already in this process reach the queue before the batch is taken."""
-        if handed_over:
-            time.sleep(GATHER_SECONDS)
-            return
-        for _ in range(16):  # yield the GIL until the queue stops growing; alone, yield once
-            queued = len(self._queue)
-            time.sleep(0)
-            if len(self._queue) == queued:
+        """Wait, at most GATHER_SECONDS, until the queue holds the batch we expect."""
+        with self._lock:
+            expected = self._expected_batch_size(handed_over)
+            if len(self._queue) >= expected:
                 return
+            gate = threading.Lock()
+            gate.acquire()
+            self._gate = (gate, expected)
+        gate.acquire(timeout=GATHER_SECONDS)
+        with self._lock:
+            self._gate = None
 
     def _run_one_batch(self, handed_over):
         # The leader is always the oldest queued ticket, so its own item is in the batch.
@@ -86,6 +107,7 @@ class MicroBatcher:
             del self._queue[: self._max_batch_size]
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(batch))
+            self._last_batch_size = len(batch)
         try:
             results = self._process_batch([ticket.item for ticket in batch])
             for ticket, result in zip(batch, results, strict=True):
@@ -98,6 +120,7 @@ class MicroBatcher:
                 for ticket in batch:
                     ticket.finished = True
                 next_leader = self._queue[0] if self._queue else None
+                self._last_batch_end = time.monotonic()
                 self._running = next_leader is not None
             for ticket in batch:
                 ticket.wake()

@@ -43,6 +43,24 @@ def test_concurrent_callers_are_batched_and_each_gets_its_own_result():
     assert batcher.batches_run == len(batches) < 200
 
 
+def test_clients_just_answered_are_waited_for_so_a_steady_load_keeps_full_batches():
+    """Eight clients, each sending its next request a moment after its answer (like a client
+    across a network): the next leader waits for them instead of running whoever came first."""
+    batches = []
+    batcher = MicroBatcher(slow_doubling(batches))
+
+    def client(first):
+        for item in range(first, first + 20):
+            assert batcher.submit(item) == item * 2
+            time.sleep(0.0015)  # the answer's way back and the next request's way in
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(client, range(0, 160, 20)))
+
+    sizes = sorted(len(batch) for batch in batches)
+    assert sizes[len(sizes) // 2] == 8, sizes  # the median batch holds every client
+
+
 def test_batches_never_exceed_the_maximum_size():
     batches = []
     batcher = MicroBatcher(slow_doubling(batches), max_batch_size=4)
