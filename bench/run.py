@@ -7,7 +7,7 @@ alternating between the two servers so both are measured in the same minutes. Ea
 the median of --repeat runs, and also a ratio to the baseline. After every run the rows added to
 the database must equal the 200s received. Last, the service's memory and the targets.
 
-    python bench/run.py [--seconds 10] [--repeat 3] [--workers 2]
+    python bench/run.py [--seconds 10] [--repeat 5] [--workers 2]
 """
 
 import argparse
@@ -81,6 +81,7 @@ def bench_backend(backend, postgres, scratch, args):
             else:
                 urls[kind] = postgres.create_database(f"bench_{kind}")
             servers[kind] = LiveServer(urls[kind], workers=args.workers, command=COMMANDS[kind])
+        servers["service"].wait_until_every_worker_listens(args.workers)  # else one takes every connection
         first_id = 0
         results = []
         for connections in CONNECTIONS:
@@ -218,7 +219,7 @@ def stats_seconds(postgres, scratch, rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each measured run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is reported")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers")
     parser.add_argument(
         "--stats-rows", type=int, default=1_000_000, help="table size for timing /stats (0: skip)"
