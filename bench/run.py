@@ -81,7 +81,7 @@ def bench_backend(backend, postgres, scratch, args):
             else:
                 urls[kind] = postgres.create_database(f"bench_{kind}")
             servers[kind] = LiveServer(urls[kind], workers=args.workers, command=COMMANDS[kind])
-        servers["service"].wait_until_every_worker_listens(args.workers)  # else one takes every connection
+        servers["service"].wait_until_every_worker_listens()  # else one takes every connection
         first_id = 0
         results = []
         for connections in CONNECTIONS:

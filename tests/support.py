@@ -160,9 +160,10 @@ class LiveServer:
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")
 
-    def wait_until_every_worker_listens(self, workers=2, timeout=30):
+    def wait_until_every_worker_listens(self, timeout=30):
         """The service answers as soon as one worker is up; with reuse_port each worker opens its
         own listening socket when it has booted. The listening addresses, once all are open."""
+        workers = int(self.env["WEB_CONCURRENCY"])
         deadline = time.monotonic() + timeout
         while len(listening_addresses(self.port)) < workers and time.monotonic() < deadline:
             time.sleep(0.05)
