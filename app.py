@@ -27,43 +27,28 @@ Every error is {"error": "<what is wrong, what was expected, what arrived>"} wit
 status: 400 malformed, 401 bad token, 404 unknown id or route, 405 wrong method, 409 id
 already used for another observation, 413 body too large, 415 not JSON, 422 the model
 cannot score the observation, 503 the database is unavailable (safe to retry).
+
+The request path reads top to bottom here; every other concern has a module of its own
+(schema, artifacts, database, batching, monitoring), which app.py hands what it needs.
 """
 
-import hashlib
 import hmac
-import json
 import logging
-import math
 import os
-import pickle
-import sqlite3
-import warnings
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
+from datetime import UTC, datetime
 from pathlib import Path
 
-import joblib
-import numpy as np
-import pandas as pd
 from flask import Flask, jsonify, request
-from peewee import (
-    BigIntegerField,
-    CharField,
-    DateTimeField,
-    DoubleField,
-    IntegerField,
-    InterfaceError,
-    Model,
-    OperationalError,
-    TextField,
-    fn,
-)
+from peewee import BigIntegerField, CharField, DateTimeField, DoubleField, IntegerField, Model, TextField
 from playhouse.db_url import connect
-from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
+import artifacts
+import database
+import monitoring
+import schema
 from batching import MicroBatcher
+from schema import ApiError
 
 # Settings, all from the environment, each with a default that works on a laptop.
 DATABASE_URL = os.environ.get("DATABASE_URL") or "sqlite:///predictions.db"
@@ -79,54 +64,14 @@ log = logging.getLogger("app")
 
 
 # Database: SQLite in a local file by default, PostgreSQL when DATABASE_URL says so.
-def sqlite_has_ln():
-    """SQLite has ln() only when built with its math functions (Debian's is; some others aren't)."""
-    try:
-        sqlite3.connect(":memory:").execute("SELECT ln(1)")
-    except sqlite3.OperationalError:
-        return False
-    return True
-
-
 def database_from_url(url):
-    """Open the URL's database through peewee's connection pool.
-
-    Each request borrows a connection and gives it back, instead of paying for a new
-    one; a connection the server dropped is thrown away rather than handed out again.
-    """
-    scheme, _, rest = url.partition("://")
-    if scheme == "sqlite":
-        # WAL lets readers and the writer work at once, synchronous=NORMAL makes a commit
-        # cheap while staying durable across a crash of the service, and BEGIN IMMEDIATE
-        # plus a busy timeout make concurrent writers queue instead of failing "locked".
-        return connect(
-            f"sqlite+pool://{rest}",
-            pragmas={
-                "journal_mode": "wal",
-                "synchronous": "normal",
-                "busy_timeout": DB_TIMEOUT_SECONDS * 1000,
-            },
-            lock_type="IMMEDIATE",
-            check_same_thread=False,
-            max_connections=DB_POOL_SIZE,
-            timeout=DB_TIMEOUT_SECONDS,  # the pool's: wait this long for a free connection
-        )
-    if scheme in ("postgres", "postgresql"):  # Heroku hands out postgres:// URLs
-        return connect(
-            f"postgresql+pool://{rest}",
-            connect_timeout=DB_TIMEOUT_SECONDS,
-            max_connections=DB_POOL_SIZE,
-            timeout=DB_TIMEOUT_SECONDS,  # wait this long for a free connection, then answer 503
-        )
-    raise RuntimeError(
-        f"DATABASE_URL must start with sqlite://, postgres:// or postgresql://; got {scheme}://"
-    )
+    """A pooled connection to the URL's database; database.py has each backend's settings."""
+    pooled_url, options = database.pool_settings(url, DB_POOL_SIZE, DB_TIMEOUT_SECONDS)
+    return connect(pooled_url, **options)
 
 
 DB = database_from_url(DATABASE_URL)
-if DATABASE_URL.startswith("sqlite") and not sqlite_has_ln():
-    DB.register_function(math.log, "ln", 1)  # /stats computes log loss in SQL
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, MaxConnectionsExceeded)
+database.add_missing_functions(DB)
 
 
 def utc_now():
@@ -148,15 +93,7 @@ class Prediction(Model):
 
 
 def create_tables():
-    """Create the table once, before gunicorn forks its workers.
-
-    On PostgreSQL a transaction-scoped advisory lock makes instances that start together
-    on an empty database take turns instead of colliding in the catalog.
-    """
-    with DB.connection_context(), DB.atomic():
-        if not DATABASE_URL.startswith("sqlite"):
-            DB.execute_sql("SELECT pg_advisory_xact_lock(hashtext('create_tables'))")
-        DB.create_tables([Prediction], safe=True)
+    database.create_tables(DB, [Prediction])
 
 
 create_tables()
@@ -164,273 +101,19 @@ DB.close_all()  # no connection may be inherited by gunicorn's forked workers
 
 
 # Model artifacts: loaded once, checked once, so a broken deploy fails at start-up.
-class ArtifactError(RuntimeError):
-    """The model files are missing, broken or inconsistent; the message says what to fix."""
-
-
-def artifact_path(name):
-    path = ARTIFACTS_DIR / name
-    if not path.is_file():
-        raise ArtifactError(
-            f"{name} not found in {ARTIFACTS_DIR}: run 'Step 1 - Train and Serialize.ipynb' "
-            "or copy your model's pipeline.pickle, dtypes.pickle and columns.json there"
-        )
-    return path
-
-
-def load_columns():
-    columns = json.loads(artifact_path("columns.json").read_text())
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not columns:
-        raise ArtifactError("columns.json must hold a non-empty JSON list of column names")
-    return columns
-
-
-def load_dtypes(columns):
-    with artifact_path("dtypes.pickle").open("rb") as fh:
-        dtypes = pickle.load(fh)
-    if not isinstance(dtypes, pd.Series):
-        raise ArtifactError("dtypes.pickle must hold a pandas Series (X_train.dtypes)")
-    if list(dtypes.index) != columns:
-        only_columns = sorted(set(columns) - set(dtypes.index))
-        only_dtypes = sorted(set(dtypes.index) - set(columns))
-        raise ArtifactError(
-            "columns.json and dtypes.pickle disagree: only in columns.json "
-            f"{only_columns}, only in dtypes.pickle {only_dtypes}"
-            + ("" if only_columns or only_dtypes else ", or the same names in another order")
-            + "; write both from the same X_train"
-        )
-    return dtypes
-
-
-def load_pipeline():
-    path = artifact_path("pipeline.pickle")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pipeline = joblib.load(path)
-    except (ModuleNotFoundError, AttributeError) as exc:
-        raise ArtifactError(
-            f"pipeline.pickle needs code that is not importable here ({exc}). Custom transformers "
-            "must live in an importable package (not in the notebook's __main__) that is deployed "
-            "with the service; see 'Custom transformers' in the README"
-        ) from exc
-    for warning in caught:
-        log.warning("while loading pipeline.pickle: %s", warning.message)
-    if not callable(getattr(pipeline, "predict_proba", None)):
-        raise ArtifactError(f"pipeline.pickle holds a {type(pipeline).__name__}, which has no predict_proba")
-    if len(getattr(pipeline, "classes_", ())) != 2:
-        raise ArtifactError(
-            f"the pipeline must be a binary classifier; its classes are {getattr(pipeline, 'classes_', None)}"
-        )
-    return pipeline, hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def warn_about_versions(pipeline_sha256):
-    """Warn loudly when the libraries differ from the ones that trained the pipeline."""
-    path = ARTIFACTS_DIR / "model_meta.json"
-    if not path.is_file():
-        log.info("no model_meta.json: the versions that trained the pipeline are unknown")
-        return {}
-    meta = json.loads(path.read_text())
-    if meta.get("pipeline_sha256") != pipeline_sha256:
-        log.warning("model_meta.json describes another pipeline.pickle; ignoring it")
-        return {}
-    for package in ("scikit-learn", "pandas", "numpy"):
-        if meta.get(package) and meta[package] != version(package):
-            log.warning(
-                "VERSION MISMATCH: pipeline.pickle was written with %s %s but %s %s is running; "
-                "install the versions in requirements_prod.txt",
-                package,
-                meta[package],
-                package,
-                version(package),
-            )
-    return meta
-
-
-COLUMNS = load_columns()
-DTYPES = load_dtypes(COLUMNS)
-PIPELINE, PIPELINE_SHA256 = load_pipeline()
+COLUMNS = artifacts.load_columns(ARTIFACTS_DIR)
+DTYPES = artifacts.load_dtypes(ARTIFACTS_DIR, COLUMNS)
+PIPELINE, PIPELINE_SHA256 = artifacts.load_pipeline(ARTIFACTS_DIR)
 MODEL_VERSION = PIPELINE_SHA256[:12]
-MODEL_META = warn_about_versions(PIPELINE_SHA256)
-POSITIVE_CLASS_INDEX = 1  # predict_proba's columns follow classes_; the second is the positive class
-
-
-# Request validation: the schema comes from columns.json and dtypes.pickle.
-class ApiError(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-def describe(value):
-    """How a JSON value is quoted back to the client in an error message."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def is_missing(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def is_integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_integral_float(value):
-    return isinstance(value, float) and value.is_integer()  # 3.0, but not 2.5, inf or nan
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def feature_kind(dtype):
-    """The JSON type a column accepts, from its training dtype."""
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "integer"
-    if pd.api.types.is_numeric_dtype(dtype):
-        return "number"
-    if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-        return "string"
-    return "string or number"
-
-
-def nullable_dtype(dtype):
-    """The training dtype's twin that can hold a missing value (int64 -> Int64, bool -> boolean)."""
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(dtype):
-        return str(dtype).capitalize()
-    return dtype
-
-
-FEATURE_KINDS = {column: feature_kind(dtype) for column, dtype in DTYPES.items()}
-NULLABLE_DTYPES = {column: nullable_dtype(dtype) for column, dtype in DTYPES.items()}
-
-
-def checked_feature(name, value):
-    """The feature's value as the model should see it, or an ApiError saying why not."""
-    if is_missing(value):
-        return None
-    kind = FEATURE_KINDS[name]
-    if kind == "integer":
-        whole = value if is_integer(value) else int(value) if is_integral_float(value) else None
-        if whole is not None and INT64_MIN <= whole <= INT64_MAX:
-            return whole
-    if kind == "number" and is_number(value):
-        try:
-            return float(value)
-        except OverflowError:
-            pass
-    if kind == "boolean" and isinstance(value, bool):
-        return value
-    if kind == "string" and isinstance(value, str):
-        return value
-    if kind == "string or number" and (isinstance(value, str) or is_number(value)):
-        return value
-    raise ApiError(400, f"'observation.{name}' must be {article(kind)} or null; got {describe(value)}")
-
-
-def article(kind):
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
-
-
-def checked_id(body):
-    if "id" not in body:
-        raise ApiError(400, "'id' is missing: send the observation's integer id")
-    value = body["id"]
-    if not is_integer(value) or not INT64_MIN <= value <= INT64_MAX:
-        raise ApiError(400, f"'id' must be an integer between -2**63 and 2**63-1; got {describe(value)}")
-    return value
-
-
-def duplicate_keys_refused(pairs):
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise ApiError(400, f"the JSON object repeats the key(s) {repeated}; send each field once")
-    return dict(pairs)
-
-
-def json_body():
-    """The request body as a JSON object, or an ApiError saying what was wrong with it."""
-    if not request.is_json:
-        raise ApiError(
-            415,
-            "send the body as JSON with the header Content-Type: application/json; "
-            f"got Content-Type: {request.content_type or 'none'}",
-        )
-    try:
-        text = request.get_data(cache=True).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "the body is not valid UTF-8 text") from None
-    try:
-        # Python's json accepts the bare NaN token that some clients send for missing values.
-        body = json.loads(text, object_pairs_hook=duplicate_keys_refused)
-    except ValueError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ApiError(400, "the body's JSON is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, f"the body must be a JSON object; got {describe(body)}")
-    return body
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One /predict request that passed validation."""
-
-    observation_id: int
-    features: dict
-    unknown_fields: list
-    stored_form: str  # the features as stored and compared: a retry must match this exactly
-
-
-def observation_from(body):
-    observation_id = checked_id(body)
-    if "observation" not in body:
-        raise ApiError(400, "'observation' is missing: send the features as a JSON object")
-    raw = body["observation"]
-    if not isinstance(raw, dict):
-        raise ApiError(400, f"'observation' must be a JSON object of features; got {describe(raw)}")
-    features = {column: checked_feature(column, raw.get(column)) for column in COLUMNS}
-    unknown = sorted(set(raw) - set(COLUMNS))
-    return Observation(observation_id, features, unknown, json.dumps(features))
+MODEL_META = artifacts.training_versions(ARTIFACTS_DIR, PIPELINE_SHA256)
+SCHEMA = schema.RequestSchema(COLUMNS, DTYPES)  # what /predict accepts, from columns and dtypes
+MODEL_CARD = monitoring.model_card(PIPELINE, SCHEMA, PIPELINE_SHA256, MODEL_META)
 
 
 # Scoring and storing, a batch at a time: requests that arrive together share one
-# predict_proba call and one transaction (see batching.py). A batch may be one request.
-def to_frame(feature_rows):
-    """The rows as a DataFrame with the training columns and dtypes, built column by column.
-
-    A column keeps its exact training dtype unless it holds a missing value that dtype can't
-    (an integer column with a null), which then gets the nullable twin.
-    """
-    return pd.DataFrame(
-        {column: column_array(column, [row[column] for row in feature_rows]) for column in COLUMNS}
-    )
-
-
-def column_array(column, values):
-    dtype = DTYPES[column]
-    if isinstance(dtype, np.dtype) and (dtype.kind == "f" or None not in values):
-        return np.array(values, dtype=dtype)  # a float column turns None into NaN by itself
-    return pd.array(values, dtype=NULLABLE_DTYPES[column])
-
-
+# predict_proba call and one INSERT (see batching.py). A batch may be one request.
 def probabilities(feature_rows):
-    return PIPELINE.predict_proba(to_frame(feature_rows))[:, POSITIVE_CLASS_INDEX].tolist()
+    return PIPELINE.predict_proba(SCHEMA.frame(feature_rows))[:, monitoring.POSITIVE_CLASS_INDEX].tolist()
 
 
 def score(observations):
@@ -454,11 +137,9 @@ def score(observations):
 def store(scored):
     """Insert the scored observations in one statement; return {id: (observation, proba)} as stored.
 
-    One INSERT is atomic and commits by itself (peewee runs in autocommit mode), which costs
-    PostgreSQL one round trip instead of three. An id that is already taken is left alone
-    (ON CONFLICT DO NOTHING), and whoever asked is then compared with the row the database
-    kept: that keeps retries and races across workers and instances correct without
-    catching IntegrityError.
+    One INSERT commits by itself (autocommit). A taken id is left alone (ON CONFLICT DO NOTHING)
+    and its request is answered from the row the database kept, so retries and races across
+    workers and instances stay correct without catching IntegrityError.
     """
     now = utc_now()
     rows = [
@@ -523,22 +204,17 @@ def give_back_connection(exc):
         DB.close()
 
 
+def json_body():
+    return schema.json_object(request.get_data(cache=True), request.content_type, request.is_json)
+
+
 @app.post("/predict")
 def predict():
-    observation = observation_from(json_body())
+    observation = SCHEMA.observation(json_body())
     result = BATCHER.submit(observation)
     if isinstance(result, ApiError):
         raise result
     return jsonify(result)
-
-
-def true_class_from(body):
-    if "true_class" not in body:
-        raise ApiError(400, "'true_class' is missing: send 0 or 1")
-    value = body["true_class"]
-    if isinstance(value, bool) or (is_integer(value) and value in (0, 1)):
-        return int(value)
-    raise ApiError(400, f"'true_class' must be 0 or 1 (or false/true); got {describe(value)}")
 
 
 def record(prediction):
@@ -558,8 +234,8 @@ def record(prediction):
 @app.post("/update")
 def update():
     body = json_body()
-    observation_id = checked_id(body)
-    true_class = true_class_from(body)
+    observation_id = schema.checked_id(body)
+    true_class = schema.true_class_from(body)
     with DB.atomic():
         prediction = Prediction.get_or_none(Prediction.observation_id == observation_id)
         if prediction is None:
@@ -571,13 +247,6 @@ def update():
     return jsonify(record(prediction))
 
 
-def page_argument(name, default, maximum):
-    raw = request.args.get(name, str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, f"'{name}' must be an integer from 1 to {maximum}; got {raw!r}")
-    return int(raw)
-
-
 @app.get("/list-db-contents")
 def list_db_contents():
     if not LIST_DB_TOKEN:
@@ -585,8 +254,8 @@ def list_db_contents():
     sent = request.headers.get("Authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {LIST_DB_TOKEN}".encode()):
         raise ApiError(401, "send the header 'Authorization: Bearer <LIST_DB_TOKEN>'")
-    page = page_argument("page", 1, 10**9)
-    per_page = page_argument("per_page", 100, 1000)
+    page = schema.page_argument("page", request.args.get("page", "1"), 10**9)
+    per_page = schema.page_argument("per_page", request.args.get("per_page", "100"), 1000)
     rows = Prediction.select().order_by(Prediction.id).paginate(page, per_page)
     return jsonify(
         {
@@ -598,143 +267,15 @@ def list_db_contents():
     )
 
 
-def categories_seen(estimator, columns=None):
-    """{column: categories seen in training}, from every fitted encoder in the pipeline."""
-    found = {}
-    if hasattr(estimator, "transformers_"):  # a ColumnTransformer: each part names its columns
-        for _, transformer, part_columns in estimator.transformers_:
-            if isinstance(part_columns, list) and not isinstance(transformer, str):
-                found.update(categories_seen(transformer, part_columns))
-    elif hasattr(estimator, "steps"):  # a Pipeline
-        for _, step in estimator.steps:
-            found.update(categories_seen(step, columns))
-    elif hasattr(estimator, "categories_"):
-        names = getattr(estimator, "feature_names_in_", columns)
-        if names is not None:
-            for name, categories in zip(names, estimator.categories_, strict=True):
-                found[str(name)] = [
-                    value for value in categories.tolist() if isinstance(value, (str, int, float))
-                ]
-    return found
-
-
-def model_card():
-    categories = categories_seen(PIPELINE)
-    return {
-        "model_version": MODEL_VERSION,
-        "pipeline_sha256": PIPELINE_SHA256,
-        "positive_class": PIPELINE.classes_[POSITIVE_CLASS_INDEX].item(),
-        "features": [
-            {"name": column, "dtype": str(dtype), "accepts": FEATURE_KINDS[column]}
-            | ({"categories": categories[column]} if column in categories else {})
-            for column, dtype in DTYPES.items()
-        ],
-        "versions": {
-            package: {"running": version(package), "trained_with": MODEL_META.get(package)}
-            for package in ("scikit-learn", "pandas", "numpy")
-        },
-    }
-
-
-MODEL_CARD = model_card()
-
-
 @app.get("/model")
 def model():
     return jsonify(MODEL_CARD)
 
 
-# Live quality: how the model does on the predictions whose true class has arrived. Everything
-# is aggregated in the database, in one pass over the labelled rows (see the README for costs).
-QUALITY_SQL = """
-WITH keyed AS (
-    SELECT {key} AS key, proba, true_class,
-           CASE WHEN proba < 1e-15 THEN 1e-15 WHEN proba > 1 - 1e-15 THEN 1 - 1e-15 ELSE proba END AS clipped
-    FROM prediction
-    WHERE true_class IS NOT NULL AND created_at >= {param}
-), ranked AS (
-    SELECT *, RANK() OVER (PARTITION BY key ORDER BY proba) AS low_rank,
-              COUNT(*) OVER (PARTITION BY key, proba) AS ties
-    FROM keyed
-)
-SELECT key, COUNT(*), SUM(true_class), AVG(proba), AVG((proba - true_class) * (proba - true_class)),
-       -AVG(CASE WHEN true_class = 1 THEN LN(clipped) ELSE LN(1 - clipped) END),
-       SUM(CASE WHEN true_class = 1 THEN low_rank + (ties - 1) / 2.0 ELSE 0 END)
-FROM ranked GROUP BY key
-"""
-
-
-def quality(since, by_model_version):
-    """{model_version (or "" for all of them): metrics} for labelled predictions made since `since`."""
-    sql = QUALITY_SQL.format(key="model_version" if by_model_version else "''", param=DB.param)
-    return {row[0]: quality_metrics(*row[1:]) for row in DB.execute_sql(sql, (since,)).fetchall()}
-
-
-def quality_metrics(labelled, positives, mean_proba, brier, log_loss, positive_rank_sum):
-    """ROC AUC from the rank sum of the positives (Mann-Whitney), ties counted as half."""
-    negatives = labelled - positives
-    auc = None
-    if positives and negatives:
-        auc = (float(positive_rank_sum) - positives * (positives + 1) / 2) / (positives * negatives)
-    return {
-        "labelled": labelled,
-        "roc_auc": rounded(auc),
-        "log_loss": rounded(log_loss),
-        "brier_score": rounded(brier),
-        "predicted_positive_rate": rounded(mean_proba),
-        "observed_positive_rate": rounded(positives / labelled),
-    }
-
-
-def rounded(value):
-    return None if value is None else round(float(value), 6)
-
-
-def served(since):
-    """{model_version: (predictions, labelled)} since `since`."""
-    query = (
-        Prediction.select(Prediction.model_version, fn.COUNT(Prediction.id), fn.COUNT(Prediction.true_class))
-        .where(Prediction.created_at >= since)
-        .group_by(Prediction.model_version)
-    )
-    return {version: (total, labelled) for version, total, labelled in query.tuples()}
-
-
-def window_start():
-    raw = request.args.get("hours")
-    if raw is None:
-        return None, datetime(1970, 1, 1)
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = -1
-    if not 0 < hours <= 24 * 365 * 100:
-        raise ApiError(400, f"'hours' must be a positive number of hours; got {raw!r}")
-    return hours, utc_now() - timedelta(hours=hours)
-
-
 @app.get("/stats")
 def stats():
-    hours, since = window_start()
-    counts = served(since)
-    by_version = quality(since, by_model_version=True)
-    [overall] = quality(since, by_model_version=False).values() or [None]
-
-    def summary(predictions, labelled, metrics):
-        return {"predictions": predictions, **(metrics or {"labelled": labelled})}
-
-    return jsonify(
-        {
-            "window_hours": hours,
-            "overall": summary(
-                sum(t for t, _ in counts.values()), sum(n for _, n in counts.values()), overall
-            ),
-            "by_model_version": {
-                version: summary(total, labelled, by_version.get(version))
-                for version, (total, labelled) in sorted(counts.items())
-            },
-        }
-    )
+    hours = schema.hours_argument(request.args.get("hours"))
+    return jsonify(monitoring.stats_report(DB, Prediction, hours, utc_now()))
 
 
 @app.get("/health")
@@ -746,7 +287,7 @@ def health():
 def ready():
     try:
         DB.execute_sql("SELECT 1")
-    except DATABASE_UNAVAILABLE as exc:
+    except database.UNAVAILABLE as exc:
         log.warning("not ready: %s", exc)
         raise ApiError(503, "the database is not answering") from None
     return jsonify({"status": "ready", "model_version": MODEL_VERSION})
@@ -789,7 +330,7 @@ def database_unavailable(exc):
     return error_response(503, "the database is unavailable; nothing was stored, retry the request later")
 
 
-for exception_class in DATABASE_UNAVAILABLE:
+for exception_class in database.UNAVAILABLE:
     app.register_error_handler(exception_class, database_unavailable)
 
 

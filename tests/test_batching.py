@@ -106,11 +106,11 @@ def scored_alone(service, observation):
 
 
 def test_the_frame_has_the_training_dtypes_and_a_nullable_twin_only_where_a_value_is_missing(service):
-    complete = service.observation_from({"id": 1, "observation": EXAMPLE_OBSERVATION}).features
-    missing = service.observation_from({"id": 2, "observation": {}}).features  # every feature missing
+    complete = service.SCHEMA.observation({"id": 1, "observation": EXAMPLE_OBSERVATION}).features
+    missing = service.SCHEMA.observation({"id": 2, "observation": {}}).features  # every feature missing
 
-    assert service.to_frame([complete, complete]).dtypes.equals(service.DTYPES)
-    frame = service.to_frame([complete, missing])
+    assert service.SCHEMA.frame([complete, complete]).dtypes.equals(service.DTYPES)
+    frame = service.SCHEMA.frame([complete, missing])
     for column, dtype in service.DTYPES.items():
         assert frame.dtypes[column] == ("Int64" if dtype == "int64" else dtype), column
     assert frame["Pclass"].isna().tolist() == [False, True]
@@ -135,7 +135,7 @@ def test_batched_predictions_equal_scoring_each_row_alone(client, service):
 
 def observation(service, observation_id, **features):
     body = {"id": observation_id, "observation": dict(EXAMPLE_OBSERVATION, **features)}
-    return service.observation_from(body)
+    return service.SCHEMA.observation(body)
 
 
 def test_a_row_the_model_refuses_does_not_fail_its_batch(client, service):

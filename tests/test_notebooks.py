@@ -75,7 +75,7 @@ def test_step_1_reproduces_the_shipped_artifacts(workdir):
 
 def test_step_2_predicts_the_readme_passenger_like_the_service(workdir, service):
     _, _, outputs = workdir
-    observation = service.observation_from({"id": 0, "observation": EXAMPLE_OBSERVATION})
+    observation = service.SCHEMA.observation({"id": 0, "observation": EXAMPLE_OBSERVATION})
     [proba] = service.probabilities([observation.features])
     assert f"probability of survival: {proba}" in "".join(outputs)
 

@@ -73,8 +73,8 @@ def test_every_curl_example_gets_the_response_shown(tmp_path):
             assert same_response(json.loads(result.stdout), json.loads(expected)), (command, result.stdout)
 
 
-def test_every_line_of_python_in_the_readme_is_in_app_py():
-    app_lines = {line.strip() for line in (REPO / "app.py").read_text().splitlines()}
+def test_every_line_of_python_in_the_readme_is_in_the_code():
+    app_lines = {line.strip() for path in REPO.glob("*.py") for line in path.read_text().splitlines()}
     for block in blocks("python"):
         for line in block.splitlines():
             assert not line.strip() or line.strip() in app_lines, line

@@ -47,7 +47,7 @@ def start_app(artifacts_dir, tmp_path, extra_path=None):
 def assert_refused(result, *words):
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("app.ArtifactError:"), result.stderr[-2000:]
+    assert last_line.startswith("artifacts.ArtifactError:"), result.stderr[-2000:]
     for word in words:
         assert word in last_line
 
