@@ -2,12 +2,13 @@
 #   make run    serve the model on http://localhost:5000 (SQLite, production packages)
 #   make test   the whole test suite, SQLite and a throwaway PostgreSQL, plus the linters
 #   make bench  the load benchmark (see the README's performance section)
+#   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
 
 PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench check-model clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
@@ -16,6 +17,10 @@ test: $(DEV_VENV)/.installed
 	scripts/ensure-postgres
 	$(MAKE) lint
 	$(DEV_VENV)/bin/pytest
+
+# The service's own packages, so the check loads the model exactly as a deploy does.
+check-model: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/python model_check.py $(if $(SAMPLE),--sample $(SAMPLE))
 
 # BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS="--seconds 5 --repeat 3".
 bench: $(DEV_VENV)/.installed

@@ -4,13 +4,13 @@ The wire contract (JSON in, JSON out):
 
     POST /predict  {"id": 0, "observation": {"Age": 22.0, "Cabin": null, "Embarked": "S",
                     "Fare": 7.25, "Parch": 0, "Pclass": 3, "Sex": "male", "SibSp": 1}}
-        200 {"proba": 0.09116536016275459}
+        200 {"proba": 0.09093563862904978}
         The answer leaves only after the prediction is committed. Sending the same id with
         the same observation again (a client retry) answers the stored proba and stores
         nothing new; the same id with a different observation is a 409.
 
     POST /update   {"id": 0, "true_class": 1}
-        200 {"id": 1, "observation_id": 0, "observation": "{...}", "proba": 0.0911...,
+        200 {"id": 1, "observation_id": 0, "observation": "{...}", "proba": 0.0909...,
              "true_class": 1, "model_version": "...", "created_at": "...", "updated_at": "..."}
 
     GET /list-db-contents?page=1&per_page=100
@@ -106,14 +106,24 @@ DTYPES = artifacts.load_dtypes(ARTIFACTS_DIR, COLUMNS)
 PIPELINE, PIPELINE_SHA256 = artifacts.load_pipeline(ARTIFACTS_DIR)
 MODEL_VERSION = PIPELINE_SHA256[:12]
 MODEL_META = artifacts.training_versions(ARTIFACTS_DIR, PIPELINE_SHA256)
+artifacts.check_columns_against_pipeline(COLUMNS, PIPELINE)
 SCHEMA = schema.RequestSchema(COLUMNS, DTYPES)  # what /predict accepts, from columns and dtypes
-MODEL_CARD = monitoring.model_card(PIPELINE, SCHEMA, PIPELINE_SHA256, MODEL_META)
+LABELS = schema.Labels(PIPELINE.classes_)  # negative first; predict_proba's second column is positive
+MODEL_CARD = monitoring.model_card(PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META)
 
 
 # Scoring and storing, a batch at a time: requests that arrive together share one
 # predict_proba call and one INSERT (see batching.py). A batch may be one request.
 def probabilities(feature_rows):
-    return PIPELINE.predict_proba(SCHEMA.frame(feature_rows))[:, monitoring.POSITIVE_CLASS_INDEX].tolist()
+    return PIPELINE.predict_proba(SCHEMA.frame(feature_rows))[:, 1].tolist()
+
+
+def model_accepts(features):
+    try:
+        probabilities([features])
+    except Exception:
+        return False
+    return True
 
 
 def score(observations):
@@ -122,14 +132,9 @@ def score(observations):
         return probabilities([obs.features for obs in observations])
     except Exception as exc:
         if len(observations) == 1:
-            log.info(
-                "the model could not score observation %s", observations[0].observation_id, exc_info=True
-            )
-            return [
-                ApiError(
-                    422, f"the model could not score this observation: {type(exc).__name__}: {str(exc)[:300]}"
-                )
-            ]
+            error = schema.unscorable(observations[0].features, exc, model_accepts)
+            log.warning("the model could not score observation %s: %s", observations[0].observation_id, error)
+            return [error]
     # The model refused the batch: score its rows one by one to find the culprits.
     return [result for obs in observations for result in score([obs])]
 
@@ -170,10 +175,8 @@ def answer(obs, stored):
             f"id {obs.observation_id} was already used for a different observation; "
             "use a new id (the stored prediction is unchanged)",
         )
-    body = {"proba": stored_proba}
-    if obs.unknown_fields:
-        body["warnings"] = [f"ignored unknown field(s) {obs.unknown_fields}; the model uses {COLUMNS}"]
-    return body
+    warnings = SCHEMA.warnings(obs)
+    return {"proba": stored_proba, "warnings": warnings} if warnings else {"proba": stored_proba}
 
 
 def predict_batch(observations):
@@ -235,7 +238,7 @@ def record(prediction):
 def update():
     body = json_body()
     observation_id = schema.checked_id(body)
-    true_class = schema.true_class_from(body)
+    true_class = LABELS.true_class_from(body)
     with DB.atomic():
         prediction = Prediction.get_or_none(Prediction.observation_id == observation_id)
         if prediction is None:

@@ -5,8 +5,10 @@ needs, or raises ArtifactError with a message that says what to fix.
 - `load_columns(directory)`: columns.json, a non-empty JSON list of column names.
 - `load_dtypes(directory, columns)`: dtypes.pickle, a pandas Series indexed by exactly those
   columns, in that order.
-- `load_pipeline(directory)`: pipeline.pickle, a binary classifier with predict_proba, and the
-  file's SHA-256 (the model's version).
+- `load_pipeline(directory)`: pipeline.pickle, a binary classifier with predict_proba whose
+  classes are strings, numbers or booleans, and the file's SHA-256 (the model's version).
+- `check_columns_against_pipeline(columns, pipeline)`: the columns are the ones the pipeline was
+  fitted on, in its order (where the pipeline knows them).
 - `training_versions(directory, pipeline_sha256)`: model_meta.json as Step 1 wrote it for this
   pipeline, or {} when it is absent or describes another one. It logs a warning for every
   library whose running version differs from the one that trained the model.
@@ -22,6 +24,7 @@ import warnings
 from importlib.metadata import version
 
 import joblib
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger("app")
@@ -86,7 +89,36 @@ def load_pipeline(directory):
         raise ArtifactError(
             f"the pipeline must be a binary classifier; its classes are {getattr(pipeline, 'classes_', None)}"
         )
+    labels = np.asarray(pipeline.classes_).tolist()
+    if not all(isinstance(label, (str, int, float)) for label in labels):
+        raise ArtifactError(f"the pipeline's classes must be strings, numbers or booleans; got {labels!r}")
     return pipeline, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_columns_against_pipeline(columns, pipeline):
+    """columns.json must name the features the pipeline was fitted on, in the same order.
+
+    Only a pipeline fitted on a DataFrame knows its feature names; for others there is nothing
+    to compare, and None is returned instead of the names.
+    """
+    fitted = getattr(pipeline, "feature_names_in_", None)
+    if fitted is None:
+        return None
+    fitted = [str(name) for name in fitted]
+    if fitted != columns:
+        missing = [name for name in fitted if name not in columns]
+        extra = [name for name in columns if name not in fitted]
+        problems = []
+        if missing:
+            problems.append(f"lacks {missing}")
+        if extra:
+            problems.append(f"has {extra}, which it was not fitted on")
+        problem = "columns.json " + (" and ".join(problems) or "lists them in another order")
+        raise ArtifactError(
+            f"pipeline.pickle was fitted on the columns {fitted}, but {problem}. columns.json and "
+            "dtypes.pickle are stale: write all three files from the same training run (Step 1)"
+        )
+    return fitted
 
 
 def training_versions(directory, pipeline_sha256):

@@ -1,9 +1,10 @@
 """What is running and how well it does: the bodies of GET /model and GET /stats.
 
 Contract:
-- `model_card(pipeline, schema, pipeline_sha256, training_meta)`: the features, their training
-  dtypes, the JSON type each accepts and the categories seen in training; the positive class;
-  the model's hash and version; the library versions running and those that trained it.
+- `model_card(pipeline, schema, labels, pipeline_sha256, training_meta)`: the features, their
+  training dtypes, the JSON type each accepts and the categories seen in training; the classes,
+  the positive one (whose probability /predict answers) and what /update takes for each; the
+  model's hash and version; the library versions running and those that trained it.
 - `stats_report(database, prediction_model, hours, now)`: predictions served and labelled since
   `now - hours` (the whole history when hours is None), overall and per model_version, and on
   the labelled ones ROC AUC, log loss, Brier score and the predicted vs observed positive rate.
@@ -20,7 +21,6 @@ from peewee import fn
 
 from artifacts import CHECKED_PACKAGES
 
-POSITIVE_CLASS_INDEX = 1  # predict_proba's columns follow classes_; the second is the positive class
 EPOCH = datetime(1970, 1, 1)
 
 
@@ -45,12 +45,15 @@ def categories_seen(estimator, columns=None):
     return found
 
 
-def model_card(pipeline, schema, pipeline_sha256, training_meta):
-    categories = categories_seen(pipeline)
+def model_card(pipeline, schema, labels, pipeline_sha256, training_meta):
+    # A category column takes exactly its dtype's categories; an encoder's are what it learnt.
+    categories = categories_seen(pipeline) | schema.categories
     return {
         "model_version": pipeline_sha256[:12],
         "pipeline_sha256": pipeline_sha256,
-        "positive_class": pipeline.classes_[POSITIVE_CLASS_INDEX].item(),
+        "classes": [labels.negative, labels.positive],
+        "positive_class": labels.positive,
+        "true_class_accepts": labels.describe(),
         "features": [
             {"name": column, "dtype": str(dtype), "accepts": schema.kinds[column]}
             | ({"categories": categories[column]} if column in categories else {})

@@ -6,11 +6,15 @@ Contract:
   `NaN` token is accepted and means a missing value.
 - `RequestSchema(columns, dtypes)` checks an observation against the training columns and dtypes:
   `observation(body)` returns an Observation (id, features in training order, unknown fields,
-  and the JSON stored and compared for retries) or raises a 400 naming the field, what it
-  accepts and what arrived. `frame(rows)` lays validated features out as the DataFrame the
-  pipeline was trained on.
-- `checked_id`, `true_class_from`, `page_argument` and `hours_argument` check the other fields
-  and query arguments the routes take.
+  the model's features the request left out, and the JSON stored and compared for retries) or
+  raises a 400 naming the field, what it accepts and what arrived. A category column takes its
+  training categories only; a request that carries none of the model's features is refused.
+  `warnings(observation)` lists what was ignored or absent. `frame(rows)` lays validated
+  features out as the DataFrame the pipeline was trained on.
+- `Labels(classes)` maps what /update receives as `true_class` to 0 (negative) or 1 (positive):
+  0/1, false/true, or the model's own labels.
+- `checked_id`, `page_argument` and `hours_argument` check the other fields and query arguments
+  the routes take.
 
 Nothing here knows Flask or the database: the routes hand in the bytes and strings they received.
 """
@@ -106,13 +110,44 @@ def checked_id(body):
     return value
 
 
-def true_class_from(body):
-    if "true_class" not in body:
-        raise ApiError(400, "'true_class' is missing: send 0 or 1")
-    value = body["true_class"]
-    if isinstance(value, bool) or (is_integer(value) and value in (0, 1)):
-        return int(value)
-    raise ApiError(400, f"'true_class' must be 0 or 1 (or false/true); got {describe(value)}")
+class Labels:
+    """The model's two classes (classes_, negative first) and what /update takes for them.
+
+    0/1 and false/true always mean negative/positive, unless the model's own labels give one of
+    them another meaning (labels 1 and 2, say): then only the model's labels are taken. The
+    model's labels ("stay"/"churn") are taken too. The database stores 0 or 1.
+    """
+
+    CONVENTION = [(0, 0), (1, 1), (False, 0), (True, 1)]
+
+    def __init__(self, classes):
+        self.negative, self.positive = np.asarray(classes).tolist()  # plain JSON values
+        own = [(self.negative, 0), (self.positive, 1)]
+        collides = any(
+            same_value(value, label) and index != label_index
+            for value, index in self.CONVENTION
+            for label, label_index in own
+        )
+        self.conventional = not collides
+        self.accepted = own + ([] if collides else self.CONVENTION)
+
+    def describe(self):
+        labels = f"{json.dumps(self.negative)} (negative) or {json.dumps(self.positive)} (positive)"
+        if not self.conventional:
+            return f"the model's label {labels}"
+        if {self.negative, self.positive} == {0, 1}:
+            return "0 or 1 (or false/true)"
+        return f"0 or 1 (or false/true), or the model's label {labels}"
+
+    def true_class_from(self, body):
+        """0 or 1, for negative or positive."""
+        if "true_class" not in body:
+            raise ApiError(400, f"'true_class' is missing: send {self.describe()}")
+        value = body["true_class"]
+        for label, index in self.accepted:
+            if type(value) is type(label) and value == label:  # 1.0 is not the label 1, nor true
+                return index
+        raise ApiError(400, f"'true_class' must be {self.describe()}; got {describe(value)}")
 
 
 def page_argument(name, raw, maximum):
@@ -144,7 +179,9 @@ def feature_kind(dtype):
         return "integer"
     if pd.api.types.is_numeric_dtype(dtype):
         return "number"
-    if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    if pd.api.types.is_string_dtype(dtype):
         return "string"
     return "string or number"
 
@@ -158,6 +195,28 @@ def nullable_dtype(dtype):
     return dtype
 
 
+def listed(values, most=20):
+    """A list quoted in an error message, cut short when it is long."""
+    if len(values) <= most:
+        return str(values)
+    return f"{str(values[:most])[:-1]}, ... ({len(values)} in all; GET /model lists them)]"
+
+
+def is_scalar(value):
+    return isinstance(value, (str, int, float))  # bool is an int
+
+
+def same_value(a, b):
+    """Equal as JSON values: 1 and 1.0 are, 1 and true and "1" are not."""
+    kind = (bool, str)
+    return (
+        is_scalar(a)
+        and is_scalar(b)
+        and [isinstance(a, k) for k in kind] == [isinstance(b, k) for k in kind]
+        and a == b
+    )
+
+
 @dataclass(frozen=True)
 class Observation:
     """One /predict request that passed validation."""
@@ -165,6 +224,7 @@ class Observation:
     observation_id: int
     features: dict
     unknown_fields: list
+    absent_features: list  # the model's features the request did not carry at all
     stored_form: str  # the features as stored and compared: a retry must match this exactly
 
 
@@ -175,18 +235,47 @@ class RequestSchema:
         self.columns = list(columns)
         self.dtypes = dtypes
         self.kinds = {column: feature_kind(dtype) for column, dtype in dtypes.items()}
+        # A pandas category column takes exactly its categories: anything else would silently
+        # become a missing value when the frame is built.
+        self.categories = {
+            column: dtype.categories.tolist()
+            for column, dtype in dtypes.items()
+            if isinstance(dtype, pd.CategoricalDtype)
+        }
         self._nullable_dtypes = {column: nullable_dtype(dtype) for column, dtype in dtypes.items()}
 
     def observation(self, body):
         observation_id = checked_id(body)
         if "observation" not in body:
-            raise ApiError(400, "'observation' is missing: send the features as a JSON object")
+            misplaced = [column for column in self.columns if column in body]
+            where = f"; the body has the feature(s) {listed(misplaced)} outside it" if misplaced else ""
+            raise ApiError(400, f"'observation' is missing: send the features as a JSON object{where}")
         raw = body["observation"]
         if not isinstance(raw, dict):
             raise ApiError(400, f"'observation' must be a JSON object of features; got {describe(raw)}")
+        absent = [column for column in self.columns if column not in raw]
+        if len(absent) == len(self.columns):
+            raise ApiError(
+                400,
+                f"'observation' has none of the model's features; expected {listed(self.columns)} "
+                f"(send null for a missing value); got {listed(sorted(raw))}",
+            )
         features = {column: self.checked_feature(column, raw.get(column)) for column in self.columns}
         unknown = sorted(set(raw) - set(self.columns))
-        return Observation(observation_id, features, unknown, json.dumps(features))
+        return Observation(observation_id, features, unknown, absent, json.dumps(features))
+
+    def warnings(self, observation):
+        """What the client should know about a request that was scored anyway."""
+        found = []
+        if observation.unknown_fields:
+            found.append(
+                f"ignored unknown field(s) {observation.unknown_fields}; the model uses {self.columns}"
+            )
+        if observation.absent_features:
+            found.append(
+                f"feature(s) absent from the request, scored as missing: {observation.absent_features}"
+            )
+        return found
 
     def checked_feature(self, name, value):
         """The feature's value as the model should see it, or an ApiError saying why not."""
@@ -208,7 +297,20 @@ class RequestSchema:
             return value
         if kind == "string or number" and (isinstance(value, str) or is_number(value)):
             return value
+        if kind == "category":
+            return self.checked_category(name, value)
         raise ApiError(400, f"'observation.{name}' must be {article(kind)} or null; got {describe(value)}")
+
+    def checked_category(self, name, value):
+        """The training category the value names; an unseen value is refused, never made missing."""
+        for category in self.categories[name]:
+            if same_value(value, category):
+                return category
+        raise ApiError(
+            400,
+            f"'observation.{name}' must be one of the categories {listed(self.categories[name])} "
+            f"or null; got {describe(value)}",
+        )
 
     def frame(self, feature_rows):
         """The rows as a DataFrame with the training columns and dtypes, built column by column.
@@ -225,3 +327,39 @@ class RequestSchema:
         if isinstance(dtype, np.dtype) and (dtype.kind == "f" or None not in values):
             return np.array(values, dtype=dtype)  # a float column turns None into NaN by itself
         return pd.array(values, dtype=self._nullable_dtypes[column])
+
+
+# When the model refuses a row.
+def in_words(text, most=200):
+    """The text cut at a word boundary, never mid-word."""
+    text = " ".join(text.split())
+    return text if len(text) <= most else text[: text.rfind(" ", 0, most)] + " ..."
+
+
+def features_to_blame(features, exc, model_accepts, most_probes=32):
+    """The features whose value makes the model refuse the row, where that can be told.
+
+    A non-finite number is to blame by itself, and so are missing values when the model says it
+    takes none (scikit-learn: "Input X contains NaN"). Otherwise each feature in turn is set to
+    missing and the row offered again, at most `most_probes` times, so the cost stays bounded.
+    """
+    infinite = [name for name, value in features.items() if isinstance(value, float) and math.isinf(value)]
+    if infinite:
+        return infinite
+    missing = [name for name, value in features.items() if value is None]
+    if missing and "NaN" in str(exc):
+        return missing
+    present = [name for name, value in features.items() if value is not None][:most_probes]
+    return [name for name in present if model_accepts({**features, name: None})]
+
+
+def unscorable(features, exc, model_accepts):
+    """The 422 for a row the model refused: the features to blame, and the model's own words."""
+    blamed = features_to_blame(features, exc, model_accepts)
+    reason = f"{type(exc).__name__}: {in_words(str(exc))}"
+    if not blamed:
+        return ApiError(422, f"the model could not score this observation ({reason})")
+    values = ", ".join(f"{name}={describe(features[name])}" for name in blamed[:20])
+    if len(blamed) > 20:
+        values += f", ... ({len(blamed)} features in all)"
+    return ApiError(422, f"the model could not score this observation because of {values} ({reason})")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from support import REPO, LiveServer, PostgresServer, postgres_bindir
+from support import EXAMPLE_DIR, REPO, LiveServer, PostgresServer, postgres_bindir
 
 sys.path.insert(0, str(REPO))
 
@@ -39,9 +39,10 @@ def fresh_database_url(backend, name, request, tmp_path_factory):
 
 
 def import_app(database_url, **env):
-    """app.py imported afresh, configured by the environment like a deploy."""
+    """app.py imported afresh, configured by the environment like a deploy; the example model
+    unless ARTIFACTS_DIR says otherwise."""
     saved = os.environ.copy()
-    os.environ.update(DATABASE_URL=database_url, **env)
+    os.environ.update(DATABASE_URL=database_url, **{"ARTIFACTS_DIR": str(EXAMPLE_DIR), **env})
     try:
         sys.modules.pop("app", None)
         return importlib.import_module("app")

@@ -15,6 +15,9 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+# The Titanic model and its data, for the tests that check the example's own figures; the
+# contract tests use the top-level artifacts, whatever model they hold (see tests/example/).
+EXAMPLE_DIR = REPO / "tests" / "example"
 EXAMPLE_OBSERVATION = {
     "Age": 22.0,
     "Cabin": None,
@@ -127,6 +130,7 @@ class LiveServer:
             "WEB_CONCURRENCY": str(workers),
             "DATABASE_URL": database_url,
             "GUNICORN_ACCESS_LOG": "",
+            "ARTIFACTS_DIR": str(EXAMPLE_DIR),
             **(env or {}),
         }
         # A command may name the port as {port}, e.g. ["gunicorn", "--bind", "0.0.0.0:{port}", ...].

@@ -7,7 +7,7 @@ import pytest
 
 from support import EXAMPLE_OBSERVATION
 
-EXAMPLE_PROBA = 0.09116536016275459
+EXAMPLE_PROBA = 0.09093563862904978
 
 
 def predict(client, observation_id=0, observation=None, **features):
@@ -86,7 +86,10 @@ def test_missing_values_may_be_null_nan_or_absent(client, service):
     missing = predict(client, 3, absent)
 
     assert null.status_code == nan.status_code == missing.status_code == 200
-    assert null.get_json() == nan.get_json() == missing.get_json()
+    assert null.get_json() == nan.get_json() == {"proba": missing.get_json()["proba"]}
+    assert missing.get_json()["warnings"] == [
+        "feature(s) absent from the request, scored as missing: ['Pclass', 'Age']"
+    ]
     stored = [json.loads(row.observation) for row in rows(service)]
     assert all(observation["Age"] is None and observation["Pclass"] is None for observation in stored)
 
@@ -112,7 +115,7 @@ def test_a_value_the_model_cannot_score_is_a_422_with_its_reason(client, service
         content_type="application/json",
     )
     assert response.status_code == 422
-    assert "infinity" in response.get_json()["error"]
+    assert "because of Age=Infinity (ValueError: Input X contains infinity" in response.get_json()["error"]
     assert rows(service) == []
 
 

@@ -107,7 +107,7 @@ def scored_alone(service, observation):
 
 def test_the_frame_has_the_training_dtypes_and_a_nullable_twin_only_where_a_value_is_missing(service):
     complete = service.SCHEMA.observation({"id": 1, "observation": EXAMPLE_OBSERVATION}).features
-    missing = service.SCHEMA.observation({"id": 2, "observation": {}}).features  # every feature missing
+    missing = service.SCHEMA.observation({"id": 2, "observation": dict.fromkeys(service.COLUMNS)}).features
 
     assert service.SCHEMA.frame([complete, complete]).dtypes.equals(service.DTYPES)
     frame = service.SCHEMA.frame([complete, missing])

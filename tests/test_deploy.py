@@ -10,12 +10,15 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from conftest import import_app
-from support import EXAMPLE_OBSERVATION, REPO, LiveServer
+from model_check import example_observation
+from support import REPO, LiveServer
 
 pytestmark = pytest.mark.slow
+OWN_ARTIFACTS = {"ARTIFACTS_DIR": ""}  # each deploy serves the files beside its app.py, whatever model
 
 
 def dockerfile_instructions():
@@ -116,10 +119,12 @@ def docker_build_context(destination):
     return destination
 
 
-def assert_serves_the_readme_example(server):
-    response = server.post("/predict", {"id": 0, "observation": EXAMPLE_OBSERVATION})
+def assert_serves_an_observation_of_its_model(server):
+    """Whatever model it serves: a request built from its own /model."""
+    features = requests.get(f"{server.base}/model", timeout=30).json()["features"]
+    response = server.post("/predict", {"id": 0, "observation": example_observation(features)})
     assert response.status_code == 200, server.output()
-    assert 0 < response.json()["proba"] < 1
+    assert 0 <= response.json()["proba"] <= 1
 
 
 @pytest.mark.parametrize("deploy_file", ["Procfile", "heroku.yml", "Dockerfile"])
@@ -130,9 +135,9 @@ def test_start_command_serves_from_a_prod_only_virtualenv(deploy_file, prod_venv
         assert not (cwd / "tests").exists()
         assert (cwd / "pipeline.pickle").exists()
     with LiveServer(
-        f"sqlite:///{tmp_path}/deploy.db", command=command, cwd=cwd, python_bin=prod_venv
+        f"sqlite:///{tmp_path}/deploy.db", command=command, cwd=cwd, python_bin=prod_venv, env=OWN_ARTIFACTS
     ) as server:
-        assert_serves_the_readme_example(server)
+        assert_serves_an_observation_of_its_model(server)
         # On every interface (Heroku's router connects from outside the dyno), one socket per
         # worker (reuse_port), so that the kernel spreads connections evenly over the workers.
         assert server.wait_until_every_worker_listens() == ["0.0.0.0", "0.0.0.0"], server.output()
@@ -140,18 +145,20 @@ def test_start_command_serves_from_a_prod_only_virtualenv(deploy_file, prod_venv
 
 def test_make_run_serves_on_port(prod_venv, tmp_path):
     command = ["make", "--no-print-directory", "run"]
-    with LiveServer(f"sqlite:///{tmp_path}/run.db", command=command, python_bin=prod_venv) as server:
-        assert_serves_the_readme_example(server)
+    with LiveServer(
+        f"sqlite:///{tmp_path}/run.db", command=command, python_bin=prod_venv, env=OWN_ARTIFACTS
+    ) as server:
+        assert_serves_an_observation_of_its_model(server)
 
 
 @pytest.mark.parametrize(("flask_debug", "banner"), [(None, "Debug mode: off"), ("1", "Debug mode: on")])
 def test_python_app_py_runs_the_development_server_in_debug_mode_only_on_request(
     flask_debug, banner, tmp_path
 ):
-    env = {"FLASK_DEBUG": flask_debug} if flask_debug else {}
+    env = {"FLASK_DEBUG": flask_debug, **OWN_ARTIFACTS} if flask_debug else OWN_ARTIFACTS
     command = [sys.executable, "app.py"]
     with LiveServer(f"sqlite:///{tmp_path}/dev.db", command=command, env=env) as server:
-        assert_serves_the_readme_example(server)
+        assert_serves_an_observation_of_its_model(server)
         assert banner in server.output()
 
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from support import REPO
+from support import EXAMPLE_DIR
 
-PASSENGERS = pd.read_csv(REPO / "titanic.csv").head(120)
+PASSENGERS = pd.read_csv(EXAMPLE_DIR / "titanic.csv").head(120)
 
 
 def observation(row):

@@ -1,8 +1,11 @@
-"""Both notebooks run top to bottom on a fresh kernel and reproduce the shipped artifacts."""
+"""The notebooks run top to bottom on a fresh kernel, and Step 1 reproduces the shipped model on any CPU."""
 
 import json
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import joblib
 import nbformat
@@ -11,9 +14,11 @@ import pytest
 import requests
 from nbclient import NotebookClient
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
 
-from support import EXAMPLE_OBSERVATION, REPO
+from support import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import replay_example  # noqa: E402
 
 pytestmark = pytest.mark.slow
 STEP_1 = "Step 1 - Train and Serialize.ipynb"
@@ -42,8 +47,9 @@ def execute(notebook, directory):
 def workdir(tmp_path_factory):
     """A directory holding only the notebooks and the data, where Step 1 then Step 2 have run."""
     directory = tmp_path_factory.mktemp("notebooks")
-    for name in (STEP_1, STEP_2, "titanic.csv"):
+    for name in (STEP_1, STEP_2):
         shutil.copy(REPO / name, directory / name)
+    shutil.copy(EXAMPLE_DIR / "titanic.csv", directory)
     step_1 = execute(STEP_1, directory)
     step_2 = execute(STEP_2, directory)
     return directory, step_1, step_2
@@ -56,60 +62,105 @@ def test_step_1_writes_the_artifacts(workdir):
     assert any("test ROC AUC: 0.8" in text for text in outputs)
 
 
-def test_step_1_reproduces_the_shipped_artifacts(workdir):
-    directory, _, _ = workdir
-    passengers = pd.read_csv(REPO / "titanic.csv")
-    columns = json.loads((REPO / "columns.json").read_text())
-    features = passengers[columns]
+# OpenBLAS picks a kernel per CPU, and each rounds differently; a laptop may run any of these.
+# Each: the CPU flag it needs (pni is SSE3), and the names OpenBLAS reports for it.
+KERNELS = {"Prescott": ("pni", ["Katmai", "Prescott"]), "Haswell": ("avx2", ["Haswell"]),
+           "SkylakeX": ("avx512f", ["SkylakeX"])}  # fmt: skip
 
-    retrained = joblib.load(directory / "pipeline.pickle").predict_proba(features)
-    shipped = joblib.load(REPO / "pipeline.pickle").predict_proba(features)
 
-    assert (retrained == shipped).all()  # exactly, not approximately
-    assert json.loads((directory / "columns.json").read_text()) == columns
-    assert pd.read_pickle(directory / "dtypes.pickle").equals(pd.read_pickle(REPO / "dtypes.pickle"))
-    assert json.loads((directory / "model_meta.json").read_text()) == json.loads(
-        (REPO / "model_meta.json").read_text()
-    )
+def cpu_flags():
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    return set(next(line for line in lines if line.startswith("flags")).split(":", 1)[1].split())
+
+
+def blas_kernel_in_use():
+    """The kernel OpenBLAS reports in a new process with this process's environment."""
+    script = "import numpy, threadpoolctl; print(threadpoolctl.threadpool_info()[0]['architecture'])"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_step_1_reproduces_the_shipped_model_under_every_blas_kernel(kernel, tmp_path, monkeypatch):
+    flag, reported_names = KERNELS[kernel]
+    if flag not in cpu_flags():
+        pytest.skip(f"this CPU lacks {flag}, which OpenBLAS's {kernel} kernel needs")
+    shutil.copy(REPO / STEP_1, tmp_path)
+    shutil.copy(EXAMPLE_DIR / "titanic.csv", tmp_path)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", kernel)
+    assert blas_kernel_in_use() in reported_names
+
+    execute(STEP_1, tmp_path)
+
+    passengers = pd.read_csv(EXAMPLE_DIR / "titanic.csv")
+    columns = json.loads((EXAMPLE_DIR / "columns.json").read_text())
+    retrained = joblib.load(tmp_path / "pipeline.pickle").predict_proba(passengers[columns])
+    shipped = joblib.load(EXAMPLE_DIR / "pipeline.pickle").predict_proba(passengers[columns])
+    assert abs(retrained - shipped).max() < 1e-9
+    assert json.loads((tmp_path / "columns.json").read_text()) == columns
+    assert pd.read_pickle(tmp_path / "dtypes.pickle").equals(pd.read_pickle(EXAMPLE_DIR / "dtypes.pickle"))
+    meta, shipped_meta = (json.loads((d / "model_meta.json").read_text()) for d in (tmp_path, EXAMPLE_DIR))
+    assert {**meta, "pipeline_sha256": None} == {**shipped_meta, "pipeline_sha256": None}
 
 
 def test_step_2_predicts_the_readme_passenger_like_the_service(workdir, service):
     _, _, outputs = workdir
     observation = service.SCHEMA.observation({"id": 0, "observation": EXAMPLE_OBSERVATION})
     [proba] = service.probabilities([observation.features])
-    assert f"probability of survival: {proba}" in "".join(outputs)
-
-
-def held_back_passengers():
-    """The test split of Step 1: passengers the model never saw."""
-    passengers = pd.read_csv(REPO / "titanic.csv")
-    _, held_back = train_test_split(passengers, test_size=0.2, random_state=42, stratify=passengers.Survived)
-    return held_back
+    printed = re.search(r"probability of survival: (\S+)", "".join(outputs)).group(1)
+    assert float(printed) == pytest.approx(proba, abs=1e-9)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_server, monkeypatch):
+def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_server):
     """Replay the held-back passengers through the live API, with their outcomes, then run Step 3."""
     server = live_server(database_url)
-    columns = json.loads((REPO / "columns.json").read_text())
-    held_back = held_back_passengers()
-    probas = []
-    for passenger_id, passenger in held_back.iterrows():
-        observation = json.loads(passenger[columns].to_json())  # NaN becomes null
-        probas.append(
-            server.post("/predict", {"id": int(passenger_id), "observation": observation}).json()["proba"]
-        )
-        assert server.post("/update", {"id": int(passenger_id), "true_class": int(passenger.Survived)}).ok
-    live_auc = requests.get(f"{server.base}/stats", timeout=30).json()["overall"]["roc_auc"]
+    held_back = replay_example.held_back_passengers()
+    probas = replay_example.replay(server, held_back)
     auc = roc_auc_score(held_back.Survived, probas)
-    assert live_auc == pytest.approx(auc, abs=1e-6)
-    print(f"live ROC AUC of the {len(held_back)} held-back passengers: {live_auc}")
+    stats = requests.get(f"{server.base}/stats", timeout=30).json()
+    assert stats["overall"]["roc_auc"] == pytest.approx(auc, abs=1e-6)
+    print(f"live ROC AUC of the {len(held_back)} held-back passengers: {stats['overall']['roc_auc']}")
 
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    outputs = "\n".join(execute(STEP_3, REPO))
+    outputs = "\n".join(replay_example.text_outputs(replay_example.run_step_3(database_url)))
 
     assert f"{len(held_back)} predictions, {len(held_back)} with a true outcome" in outputs
     assert f"ROC AUC on {len(held_back)} labelled predictions: {auc:.4f}" in outputs
     drift = dict(re.findall(r"^(\w+)\s+(\d+\.\d+)$", outputs, flags=re.M))
-    assert set(drift) == set(columns)
+    assert set(drift) == set(json.loads((EXAMPLE_DIR / "columns.json").read_text()))
     assert all(float(psi) < 0.25 for psi in drift.values()), drift  # the same population: no real drift
+
+
+def test_step_3_is_committed_with_the_outputs_the_replay_gives():
+    result = subprocess.run(
+        [sys.executable, "scripts/replay_example.py"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    images = [
+        output
+        for cell in nbformat.read(REPO / STEP_3, as_version=4).cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) == 4  # volume, probabilities, ROC and calibration, the features
+
+
+def test_step_3_runs_on_an_empty_database_with_the_top_level_model(tmp_path):
+    outputs = replay_example.text_outputs(replay_example.run_step_3(f"sqlite:///{tmp_path}/empty.db", REPO))
+    assert "0 predictions, 0 with a true outcome" in outputs[0]
+    assert "Nothing to show yet" in outputs[0]
+    assert "No true outcomes yet" in "".join(outputs)
+
+
+def test_step_3_shows_volume_and_drift_before_any_outcome_arrives(tmp_path, live_server):
+    url = f"sqlite:///{tmp_path}/unlabelled.db"
+    server = live_server(url)
+    columns = json.loads((EXAMPLE_DIR / "columns.json").read_text())
+    for passenger_id, passenger in replay_example.held_back_passengers().head(30).iterrows():
+        observation = json.loads(passenger[columns].to_json())
+        assert server.post("/predict", {"id": int(passenger_id), "observation": observation}).ok
+
+    outputs = "\n".join(replay_example.text_outputs(replay_example.run_step_3(url)))
+
+    assert "30 predictions, 0 with a true outcome" in outputs
+    assert "No true outcomes yet" in outputs
+    assert "PSI of model version" in outputs

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from monitoring import categories_seen, model_card, quality_metrics
-from schema import RequestSchema
+from schema import Labels, RequestSchema
 
 
 def sums(truth, probas):
@@ -57,17 +57,34 @@ def test_all_ties_give_an_auc_of_one_half():
 
 
 def test_the_model_card_lists_features_categories_and_the_positive_class():
-    X = pd.DataFrame({"colour": ["red", "blue", "red", "green"], "size": [1.0, 2.0, 3.0, 4.0]})
-    encode = ColumnTransformer([("cat", OneHotEncoder(), ["colour"])], remainder="passthrough")
-    pipeline = make_pipeline(encode, LogisticRegression()).fit(X, [0, 1, 0, 1])
+    X = pd.DataFrame(
+        {
+            "colour": ["red", "blue", "red", "green"],
+            "size": [1.0, 2.0, 3.0, 4.0],
+            "shape": pd.Categorical(
+                ["round", "square", "round", "round"], categories=["round", "square", "star"]
+            ),
+        }
+    )
+    encode = ColumnTransformer([("cat", OneHotEncoder(), ["colour", "shape"])], remainder="passthrough")
+    pipeline = make_pipeline(encode, LogisticRegression()).fit(X, ["no", "yes", "no", "yes"])
+    schema = RequestSchema(list(X.columns), X.dtypes)
 
-    card = model_card(pipeline, RequestSchema(list(X.columns), X.dtypes), "ab" * 32, {})
+    card = model_card(pipeline, schema, Labels(pipeline.classes_), "ab" * 32, {})
 
-    assert categories_seen(pipeline) == {"colour": ["blue", "green", "red"]}
+    assert categories_seen(pipeline) == {"colour": ["blue", "green", "red"], "shape": ["round", "square"]}
     assert card["model_version"] == "ab" * 6
-    assert card["positive_class"] == 1
+    assert card["classes"] == ["no", "yes"]
+    assert card["positive_class"] == "yes"
     assert card["features"] == [
         {"name": "colour", "dtype": "str", "accepts": "string", "categories": ["blue", "green", "red"]},
         {"name": "size", "dtype": "float64", "accepts": "number"},
+        # what the column takes, which is its dtype's categories, not only those seen in training
+        {
+            "name": "shape",
+            "dtype": "category",
+            "accepts": "category",
+            "categories": ["round", "square", "star"],
+        },
     ]
     assert all(versions["trained_with"] is None for versions in card["versions"].values())

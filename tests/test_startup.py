@@ -13,7 +13,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from conftest import import_app
-from support import REPO, LiveServer
+from support import EXAMPLE_DIR, REPO, LiveServer
 
 ARTIFACTS = ["pipeline.pickle", "dtypes.pickle", "columns.json", "model_meta.json"]
 
@@ -22,7 +22,7 @@ ARTIFACTS = ["pipeline.pickle", "dtypes.pickle", "columns.json", "model_meta.jso
 def artifacts(tmp_path):
     """A copy of the shipped artifacts, to break one at a time."""
     for name in ARTIFACTS:
-        shutil.copy(REPO / name, tmp_path / name)
+        shutil.copy(EXAMPLE_DIR / name, tmp_path / name)
     return tmp_path
 
 
@@ -176,7 +176,7 @@ def test_gunicorn_refuses_to_start_on_bad_artifacts(artifacts, tmp_path):
 
 def test_a_model_without_an_imputer_answers_missing_values_with_a_422(tmp_path):
     """Swap in a model that can't take NaN: validation still passes it, the model's reason comes back."""
-    passengers = pd.read_csv(REPO / "titanic.csv")
+    passengers = pd.read_csv(EXAMPLE_DIR / "titanic.csv")
     features = passengers[["Age", "Fare"]]
     complete = features.notna().all(axis=1)
     joblib.dump(
@@ -196,3 +196,28 @@ def test_a_model_without_an_imputer_answers_missing_values_with_a_422(tmp_path):
     assert "Input X contains NaN" in refused.get_json()["error"]
     assert [row.observation_id for row in service.Prediction.select()] == [1]
     service.DB.close_all()
+
+
+def rewrite_columns(artifacts, columns):
+    """columns.json and dtypes.pickle that agree with each other, but name these columns."""
+    dtypes = pd.read_pickle(artifacts / "dtypes.pickle")
+    dtypes = pd.Series({column: dtypes.get(column, dtypes["Sex"]) for column in columns})
+    (artifacts / "columns.json").write_text(json.dumps(columns))
+    dtypes.to_pickle(artifacts / "dtypes.pickle")
+
+
+@pytest.mark.parametrize(
+    ("columns", "words"),
+    [
+        (["Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"], "columns.json lacks ['Cabin']"),
+        (
+            ["Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked", "Name"],
+            "has ['Name'], which it was not fitted on",
+        ),
+        (["Sex", "Pclass", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"], "in another order"),
+    ],
+)
+def test_columns_that_disagree_with_the_pipeline_stop_start_up(artifacts, tmp_path, columns, words):
+    rewrite_columns(artifacts, columns)
+    result = start_app(artifacts, tmp_path)
+    assert_refused(result, "pipeline.pickle was fitted on the columns", words, "stale")

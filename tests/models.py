@@ -1,0 +1,83 @@
+"""Models that are not the Titanic one, trained on the spot, for the tests that must hold for any model.
+
+Each writes the files a user drops into the repository (pipeline.pickle, dtypes.pickle,
+columns.json, model_meta.json) plus the CSV it was trained on, into a directory of its own.
+"""
+
+import hashlib
+import json
+import pickle
+import platform
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+
+def write_artifacts(directory, pipeline, X, y, target):
+    """What Step 1 writes, for this pipeline and training frame."""
+    directory.mkdir(parents=True, exist_ok=True)
+    X.assign(**{target: y}).to_csv(directory / "training.csv", index=False)
+    joblib.dump(pipeline, directory / "pipeline.pickle")
+    (directory / "columns.json").write_text(json.dumps(X.columns.tolist()))
+    with (directory / "dtypes.pickle").open("wb") as fh:
+        pickle.dump(X.dtypes, fh)
+    meta = {
+        "pipeline_sha256": hashlib.sha256((directory / "pipeline.pickle").read_bytes()).hexdigest(),
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "positive_class": pipeline.classes_.tolist()[1],
+        "trained_on": "training.csv",
+        "target": target,
+    }
+    (directory / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def float_features_with_spaces(directory):
+    """Breast cancer (shipped with scikit-learn): 30 float features named like "mean radius"."""
+    data = load_breast_cancer(as_frame=True)
+    X, y = data.data, data.target
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+    return write_artifacts(directory, pipeline, X, y, "diagnosis")
+
+
+def mixed_dtypes_with_string_labels(directory, rows=400):
+    """A churn model: str, int64, float64 with missing values, bool and category inputs;
+    the labels are the strings "churn" and "stay"."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "plan": rng.choice(["basic", "plus", "pro"], rows),
+            "tenure months": rng.integers(1, 72, rows),
+            "monthly fee": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(30, 10, rows).round(2)),
+            "has phone": rng.random(rows) < 0.6,
+            "region": pd.Categorical(rng.choice(["east", "north", "south"], rows)),
+        }
+    )
+    leaving = X["tenure months"] < 12 + 20 * (X["plan"] == "pro") + rng.normal(0, 8, rows)
+    y = pd.Series(np.where(leaving, "churn", "stay"), name="status")
+    encode = ColumnTransformer(
+        [
+            ("categories", OneHotEncoder(handle_unknown="ignore"), ["plan", "region"]),
+            ("fee", SimpleImputer(strategy="median"), ["monthly fee"]),
+        ],
+        remainder="passthrough",
+    )
+    pipeline = make_pipeline(encode, StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+    return write_artifacts(directory, pipeline, X, y, "status")
+
+
+OTHER_MODELS = {
+    "float-features-with-spaces": float_features_with_spaces,
+    "mixed-dtypes-string-labels": mixed_dtypes_with_string_labels,
+}

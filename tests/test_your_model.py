@@ -1,0 +1,237 @@
+"""The service's contract for whatever model sits at the top of the repository, and two others.
+
+Nothing here knows the Titanic: every request is built from the model's own schema (its
+features, their dtypes, the categories it saw in training) and, where model_meta.json names one,
+rows of its training file. The same tests run on the top-level artifacts, on a model of 30 float
+features whose names have spaces, and on a churn model with str, int64, float64 (with missing
+values), bool and category inputs trained on the string labels "churn" and "stay".
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import joblib
+import pandas as pd
+import pytest
+
+from conftest import BACKENDS, fresh_database_url, import_app
+from model_check import example_observation, sample_rows, wrong_value
+from models import OTHER_MODELS
+from support import REPO
+
+MODELS = ["top-level", *OTHER_MODELS]
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"top-level": REPO} | {name: make(root / name) for name, make in OTHER_MODELS.items()}
+
+
+@pytest.fixture(scope="session", params=[(model, backend) for model in MODELS for backend in BACKENDS])
+def your_service(request, model_dirs, tmp_path_factory):
+    """app.py serving one of the models, on a fresh database of one backend."""
+    model, backend = request.param
+    name = f"yours_{model.replace('-', '_')}"
+    url = fresh_database_url(backend, name, request, tmp_path_factory)
+    module = import_app(url, ARTIFACTS_DIR=str(model_dirs[model]))
+    module.artifacts_dir = model_dirs[model]
+    yield module
+    module.DB.close_all()
+
+
+@pytest.fixture
+def client(your_service):
+    your_service.Prediction.delete().execute()
+    your_service.DB.close()
+    return your_service.app.test_client()
+
+
+@pytest.fixture
+def card(client):
+    return client.get("/model").get_json()
+
+
+@pytest.fixture
+def rows(your_service):
+    """Rows of the model's training file, where model_meta.json names one that is there."""
+    meta_path = your_service.artifacts_dir / "model_meta.json"
+    trained_on = json.loads(meta_path.read_text()).get("trained_on") if meta_path.is_file() else None
+    path = your_service.artifacts_dir / trained_on if trained_on else None
+    return sample_rows(path, your_service.COLUMNS, most=20) if path and path.is_file() else []
+
+
+@pytest.fixture
+def observation(card, rows):
+    return example_observation(card["features"], rows[0] if rows else None)
+
+
+def predict(client, observation_id, observation):
+    return client.post("/predict", json={"id": observation_id, "observation": observation})
+
+
+def another_value(feature, value):
+    """A different valid value for the feature, or None when there is none to choose."""
+    others = [category for category in feature.get("categories", []) if category != value]
+    if others:
+        return others[0]
+    if feature["accepts"] in ("number", "integer") and value is not None:
+        return value + 1
+    return {"boolean": not value if isinstance(value, bool) else True}.get(feature["accepts"])
+
+
+def test_the_model_card_names_the_classes_as_plain_json(client, your_service):
+    card = client.get("/model").get_json()
+    classes = joblib.load(your_service.artifacts_dir / "pipeline.pickle").classes_.tolist()
+    assert card["classes"] == classes
+    assert card["positive_class"] == classes[1]
+    assert [feature["name"] for feature in card["features"]] == your_service.COLUMNS
+
+
+def test_an_observation_built_from_the_schema_is_scored_and_committed(client, your_service, observation):
+    response = predict(client, 1, observation)
+
+    assert response.status_code == 200, response.get_json()
+    assert 0 <= response.get_json()["proba"] <= 1
+    [row] = your_service.Prediction.select()
+    assert row.proba == response.get_json()["proba"]
+    assert list(json.loads(row.observation)) == your_service.COLUMNS
+
+
+def test_every_training_row_sent_as_json_is_scored_like_the_pipeline_does(client, your_service, rows):
+    if not rows:
+        pytest.skip("model_meta.json names no training file that is here")
+    meta = json.loads((your_service.artifacts_dir / "model_meta.json").read_text())
+    frame = pd.read_csv(your_service.artifacts_dir / meta["trained_on"], nrows=len(rows))
+    frame = frame[your_service.COLUMNS].astype(your_service.DTYPES)
+    expected = your_service.PIPELINE.predict_proba(frame)[:, 1]
+    for i, row in enumerate(rows):
+        response = predict(client, i, row)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["proba"] == pytest.approx(expected[i], abs=1e-12)
+
+
+def test_a_retry_gets_the_stored_answer_and_another_observation_a_409(
+    client, your_service, card, observation
+):
+    first = predict(client, 5, observation)
+    retry = predict(client, 5, observation)
+    assert retry.get_json() == first.get_json()
+    changed = next(
+        (
+            {**observation, feature["name"]: value}
+            for feature in card["features"]
+            if (value := another_value(feature, observation[feature["name"]])) is not None
+        ),
+        None,
+    )
+    if changed is not None:
+        assert predict(client, 5, changed).status_code == 409
+    assert your_service.Prediction.select().count() == 1
+
+
+def test_an_absent_feature_is_named_in_the_answer(client, your_service, observation):
+    absent = your_service.COLUMNS[0]
+    response = predict(client, 1, {k: v for k, v in observation.items() if k != absent})
+
+    body = response.get_json()
+    if response.status_code == 200:  # the pipeline imputes it
+        assert absent in body["warnings"][-1]
+        assert "absent" in body["warnings"][-1]
+    else:  # the pipeline takes no missing values: the 422 names it
+        assert response.status_code == 422
+        assert f"{absent}=null" in body["error"]
+
+
+def test_explicit_nulls_are_not_warned_about(client, your_service, observation):
+    response = predict(client, 1, {**observation, your_service.COLUMNS[0]: None})
+    assert "warnings" not in (response.get_json() or {})
+
+
+def test_a_request_with_none_of_the_features_is_a_400_naming_them(client, your_service, observation):
+    lower_case = {name.lower() + "_x": value for name, value in observation.items()}
+    for body in ({"id": 1, "observation": lower_case}, {"id": 1, **observation}):
+        response = client.post("/predict", json=body)
+        assert response.status_code == 400
+        assert your_service.COLUMNS[0] in response.get_json()["error"]
+    assert your_service.Prediction.select().count() == 0
+
+
+def test_a_value_of_the_wrong_type_is_a_400_naming_the_feature(client, your_service, card, observation):
+    checked = [feature for feature in card["features"] if wrong_value(feature) is not None]
+    for feature in checked:
+        response = predict(client, 1, {**observation, feature["name"]: wrong_value(feature)})
+        assert response.status_code == 400, (feature, response.get_json())
+        assert f"'observation.{feature['name']}'" in response.get_json()["error"]
+    assert your_service.Prediction.select().count() == 0
+
+
+def test_update_takes_0_1_false_true_and_the_models_own_labels(client, card, observation):
+    assert predict(client, 1, observation).status_code == 200
+    negative, positive = card["classes"]
+    for sent, stored in [(positive, 1), (negative, 0), (True, 1), (False, 0), (1, 1), (0, 0)]:
+        response = client.post("/update", json={"id": 1, "true_class": sent})
+        assert response.status_code == 200, (sent, response.get_json())
+        assert response.get_json()["true_class"] == stored
+    refused = client.post("/update", json={"id": 1, "true_class": "neither"})
+    assert refused.status_code == 400
+    assert json.dumps(positive) in refused.get_json()["error"]
+
+
+def test_stats_measure_the_positive_class(client, card, rows, observation):
+    observations = rows[:6] or [observation] * 1
+    for i, row in enumerate(observations):
+        assert predict(client, i, row).status_code == 200
+        client.post("/update", json={"id": i, "true_class": card["classes"][i % 2]})
+    overall = client.get("/stats").get_json()["overall"]
+    assert overall["predictions"] == overall["labelled"] == len(observations)
+    positives = sum(i % 2 for i in range(len(observations)))
+    assert overall["observed_positive_rate"] == pytest.approx(positives / len(observations))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_the_model_check_passes_and_prints_a_curl_for_the_model(model, model_dirs):
+    result = subprocess.run(
+        [sys.executable, "model_check.py", "--artifacts", str(model_dirs[model])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "problems: 0" in result.stdout
+    assert "curl -s -X POST http://localhost:5000/predict" in result.stdout
+    assert '{"proba": ' in result.stdout
+
+
+@pytest.mark.slow
+def test_make_check_model_checks_the_top_level_model():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "check-model"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "problems: 0" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_model_check_fails_on_stale_columns_and_says_what_to_do(tmp_path, model_dirs):
+    for name in ("pipeline.pickle", "dtypes.pickle", "columns.json"):
+        shutil.copy(model_dirs["mixed-dtypes-string-labels"] / name, tmp_path)
+    columns = json.loads((tmp_path / "columns.json").read_text())
+    (tmp_path / "columns.json").write_text(json.dumps(columns[::-1]))
+    pd.read_pickle(tmp_path / "dtypes.pickle")[columns[::-1]].to_pickle(tmp_path / "dtypes.pickle")
+
+    result = subprocess.run(
+        [sys.executable, "model_check.py", "--artifacts", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 1
+    assert "problems: 1" in result.stdout
+    assert "in another order" in result.stdout
+    assert "write all three files from the same training run" in result.stdout
