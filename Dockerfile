@@ -6,16 +6,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-
 # Requirements first: rebuilding after a code change reuses this cached layer.
-# The service runs as an unprivileged user, not as root.
-COPY requirements_prod.txt .
-RUN pip install --no-cache-dir -r requirements_prod.txt \
+# The service runs as an unprivileged user, not as root. It owns /app, where the default
+# SQLite database (predictions.db) is created, but not the code, which it can't change.
+COPY requirements_prod.txt /tmp/
+RUN pip install --no-cache-dir -r /tmp/requirements_prod.txt \
     && groupadd --gid 10001 app \
-    && useradd --no-log-init --create-home --uid 10001 --gid app app
+    && useradd --no-log-init --create-home --uid 10001 --gid app app \
+    && mkdir /app \
+    && chown app:app /app
 
-COPY --chown=10001:10001 . .
+WORKDIR /app
+COPY . .
 USER 10001
 
 # gunicorn.conf.py binds to $PORT, which Heroku sets; 5000 when run elsewhere.

@@ -3,24 +3,29 @@
 #   make test   the whole test suite, SQLite and a throwaway PostgreSQL, plus the linters
 #   make bench  the load benchmark (see the README's performance section)
 #   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
+#   make notebooks    open the notebooks in JupyterLab (JUPYTER_ARGS passes options)
 
 PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test lint bench check-model clean
+.PHONY: run test lint bench check-model notebooks clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
 
 test: $(DEV_VENV)/.installed
 	scripts/ensure-postgres
+	scripts/ensure-containers
 	$(MAKE) lint
 	$(DEV_VENV)/bin/pytest
 
 # The service's own packages, so the check loads the model exactly as a deploy does.
 check-model: $(PROD_VENV)/.installed
 	$(PROD_VENV)/bin/python model_check.py $(if $(SAMPLE),--sample $(SAMPLE))
+
+notebooks: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/jupyter lab $(JUPYTER_ARGS)
 
 # BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS="--seconds 5 --repeat 3".
 bench: $(DEV_VENV)/.installed

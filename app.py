@@ -46,6 +46,7 @@ from werkzeug.exceptions import HTTPException
 import artifacts
 import database
 import monitoring
+import request_limits
 import schema
 from batching import MicroBatcher
 from schema import ApiError
@@ -58,6 +59,7 @@ LIST_DB_TOKEN = os.environ.get("LIST_DB_TOKEN", "")
 DB_TIMEOUT_SECONDS = int(os.environ.get("DB_TIMEOUT_SECONDS") or 5)
 MAX_BATCH_SIZE = int(os.environ.get("MAX_BATCH_SIZE") or 64)
 DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE") or 4)  # database connections per worker, at most
+DISCARD_AT_MOST_BYTES = 32 * 2**20  # of a body over the limit, read before answering 413
 
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -208,7 +210,8 @@ def give_back_connection(exc):
 
 
 def json_body():
-    return schema.json_object(request.get_data(cache=True), request.content_type, request.is_json)
+    data = request_limits.read_body(request, MAX_BODY_BYTES)
+    return schema.json_object(data, request.content_type, request.is_json)
 
 
 @app.post("/predict")
@@ -318,9 +321,10 @@ def http_error(exc):
             {"Allow": ", ".join(allowed)},
         )
     if exc.code == 413:
-        return error_response(
-            413, f"the body is larger than the limit of {MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)"
-        )
+        # Read what the client is still sending (up to a bound) so that it can read this answer.
+        drained = request_limits.discard_rest(request.environ, DISCARD_AT_MOST_BYTES)
+        message = f"the body is larger than the limit of {MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)"
+        return error_response(413, message, {} if drained else {"Connection": "close"})
     return error_response(exc.code, exc.description)
 
 

@@ -4,10 +4,16 @@
 Every value can be changed from the environment, which is how Heroku configures a dyno.
 """
 
+import errno
 import os
+import signal
+import socket
 
-# Heroku tells the dyno which port to listen on in $PORT; 5000 on a laptop.
-bind = f"0.0.0.0:{os.environ.get('PORT') or 5000}"
+# Heroku tells the dyno which port to listen on in $PORT; 5000 on a laptop. 0.0.0.0 is every
+# interface: Heroku's router reaches the dyno from outside it (and on a laptop, so can other
+# machines on your network).
+PORT = int(os.environ.get("PORT") or 5000)
+bind = f"0.0.0.0:{PORT}"
 
 # Processes x threads: each worker process holds up to `threads` requests at once, and the
 # requests that arrive together are scored as one batch (see batching.py).
@@ -36,3 +42,44 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
 # gunicorn's runtime control socket is not used here, and several instances on one machine
 # (tests, benchmarks) would fight over its default path.
 control_socket_disable = True
+
+
+def on_starting(server):
+    """Refuse to start on a port another server already listens on.
+
+    With reuse_port the kernel would let a second service share the port and hand it part of
+    the connections; a socket without SO_REUSEPORT can't bind beside a listener, so a trial
+    bind tells. (SO_REUSEADDR only lets it past connections left in TIME_WAIT by a restart.)
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", PORT))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise SystemExit(
+                f"port {PORT} is already in use by another server: stop it, or start this one "
+                f"with another port (PORT=5001 make run)"
+            ) from None
+
+
+def when_ready(server):
+    # gunicorn's own "Listening at" line is empty with reuse_port: each worker opens its socket.
+    server.log.info("Serving on http://%s (port %s on every interface), %s workers", bind, PORT, workers)
+
+
+def post_worker_init(worker):
+    # Ctrl-C (SIGINT to the whole terminal's process group) and the master's quick-shutdown
+    # SIGQUIT both end a worker at once. gunicorn's own handler for them shuts the thread pool
+    # down from inside the signal handler; when the signal lands while the worker's main thread
+    # holds that pool's lock (handing it a request), the handler waits for the lock forever and
+    # the master kills the worker 30 s later. A quick shutdown drops requests in flight anyway,
+    # and every prediction that was answered is already committed. SIGTERM (a graceful stop, as
+    # Heroku and `docker stop` send) keeps gunicorn's handler, which takes no lock.
+    for quick_stop in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(quick_stop, exit_at_once)
+
+
+def exit_at_once(signum, frame):
+    os._exit(0)

@@ -1,11 +1,18 @@
 """The deploy files, proven without a Docker engine: lint, read, and run their start commands."""
 
+import contextlib
 import fnmatch
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -76,7 +83,7 @@ def test_dockerfile_uses_the_python_of_python_version_and_installs_prod_requirem
     python_version = (REPO / ".python-version").read_text().strip()
     assert instructions[0] == ("FROM", f"python:{python_version}-slim")
     install = next(i for i, (keyword, args) in enumerate(instructions) if "pip install" in args)
-    assert "-r requirements_prod.txt" in instructions[install][1]
+    assert "-r /tmp/requirements_prod.txt" in instructions[install][1]
     assert install < keywords.index("COPY", install)  # the code comes after the cached install layer
     user = [args for keyword, args in instructions if keyword == "USER"]
     assert user
@@ -165,3 +172,98 @@ def test_python_app_py_runs_the_development_server_in_debug_mode_only_on_request
 def test_flask_debug_in_the_environment_does_not_turn_on_debug_mode_for_gunicorn(tmp_path):
     service = import_app(f"sqlite:///{tmp_path}/g.db", FLASK_DEBUG="1")
     assert service.app.debug is False
+
+
+def stop_like_a_terminal(server):
+    """Ctrl-C: SIGINT to the whole foreground process group; seconds until every process is gone."""
+    started = time.monotonic()
+    os.killpg(server.process.pid, signal.SIGINT)
+    server.process.wait(timeout=60)
+    while time.monotonic() - started < 60:
+        try:
+            os.killpg(server.process.pid, 0)  # a worker may outlive make and the master
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_ctrl_c_stops_make_run_within_5_seconds_every_time(prod_venv, tmp_path):
+    """As a person at a terminal: the access log on, requests in flight, then Ctrl-C."""
+    timings = []
+    for _attempt in range(10):
+        command = ["make", "--no-print-directory", "run"]
+        env = {**OWN_ARTIFACTS, "GUNICORN_ACCESS_LOG": "-"}
+        server = LiveServer(f"sqlite:///{tmp_path}/ctrl-c.db", command=command, python_bin=prod_venv, env=env)
+        server.wait_until_every_worker_listens()
+        with ThreadPoolExecutor(4) as clients:
+            busy = [clients.submit(keep_busy, server.base, time.monotonic() + 3) for _ in range(4)]
+            time.sleep(1)
+            timings.append(stop_like_a_terminal(server))
+            assert all(future.result() > 0 for future in busy)
+        server.stop()
+    print("seconds from Ctrl-C to the last process gone:", [round(t, 2) for t in timings])
+    assert max(timings) < 5, timings
+
+
+def keep_busy(base, until):
+    """Health checks on a keep-alive connection until `until`; how many were answered."""
+    answered = 0
+    with requests.Session() as session:
+        while time.monotonic() < until:
+            with contextlib.suppress(requests.RequestException):
+                answered += session.get(f"{base}/health", timeout=5).ok
+    return answered
+
+
+def test_a_port_another_server_listens_on_is_refused_at_once(tmp_path):
+    with LiveServer(f"sqlite:///{tmp_path}/first.db") as first:
+        assert f"Serving on http://0.0.0.0:{first.port}" in first.output()
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match=f"port {first.port} is already in use by another server"):
+            LiveServer(f"sqlite:///{tmp_path}/second.db", env={"PORT": str(first.port)})
+        assert time.monotonic() - started < 20
+        assert requests.get(f"{first.base}/health", timeout=10).ok
+
+
+@pytest.mark.parametrize(
+    ("buildpack_env", "access_logged"),
+    [
+        ({"GUNICORN_CMD_ARGS": "--access-logfile -", "WEB_CONCURRENCY": "3"}, True),  # its defaults
+        ({"GUNICORN_CMD_ARGS": "--log-level info", "WEB_CONCURRENCY": "3"}, False),  # the README's way out
+    ],
+)
+def test_the_buildpack_path_behaves_as_the_readme_says(buildpack_env, access_logged, prod_venv, tmp_path):
+    """Heroku's Python buildpack exports these at dyno start (.profile.d); the Procfile runs under them."""
+    command = start_commands()["Procfile"]
+    env = {**OWN_ARTIFACTS, **buildpack_env}
+    with LiveServer(f"sqlite:///{tmp_path}/bp.db", command=command, python_bin=prod_venv, env=env) as server:
+        assert len(server.wait_until_every_worker_listens()) == 3
+        assert requests.get(f"{server.base}/health?from=buildpack-test", timeout=10).ok
+        time.sleep(0.5)
+        assert ("GET /health?from=buildpack-test" in server.output()) is access_logged
+
+
+def test_a_body_over_the_limit_gets_the_413_even_when_the_client_sends_it_all_first(tmp_path):
+    """urllib sends the whole body before it reads a byte of the answer; chunked bodies have no length."""
+    with LiveServer(f"sqlite:///{tmp_path}/big.db") as server:
+        huge = b'{"id": 1, "observation": {"Cabin": "' + b"C" * 20_000_000 + b'"}}'
+        request = urllib.request.Request(
+            f"{server.base}/predict", data=huge, headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 413
+        assert "larger than the limit of 1000000 bytes" in json.loads(refused.value.read())["error"]
+
+        def chunks():
+            yield b'{"id": 2, "observation": {"Cabin": "'
+            yield from [b"C" * 100_000] * 20
+            yield b'"}}'
+
+        chunked = requests.post(
+            f"{server.base}/predict", data=chunks(), headers={"Content-Type": "application/json"}, timeout=60
+        )
+        assert chunked.status_code == 413
+        assert "larger than the limit" in chunked.json()["error"]
+        assert requests.get(f"{server.base}/stats", timeout=10).json()["overall"]["predictions"] == 0

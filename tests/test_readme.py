@@ -1,16 +1,22 @@
 """The README is the manual: its examples are run, its code is app.py's, its settings are real."""
 
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 
 import pytest
+import requests
 
-from support import REPO, LiveServer
+from support import REPO, LiveServer, free_port
 
 pytestmark = pytest.mark.slow
 README = (REPO / "README.md").read_text()
 NOT_RUN_HERE = {"make test": "the suite itself; CI runs it through .ci/run"}
+# The tests that run these: test_deploy.py (make run), this file (make bench, make notebooks).
+RUN_ELSEWHERE = {"make run", "make bench", "make notebooks"}
 
 
 def blocks(language):
@@ -51,19 +57,21 @@ def test_the_readme_has_both_quick_start_commands():
 
 
 def test_every_curl_example_gets_the_response_shown(tmp_path):
-    """Started with the README's own `make run`, on a fresh database."""
+    """Started as the README says, on a fresh database (the example model, whatever is at the top)."""
     examples = console_examples()
     curls = [(command, output) for command, output in examples if command.startswith("curl ")]
+    [start] = [command for command, _ in examples if command.endswith(" make run")]
     others = (
-        {command for command, _ in examples} - {command for command, _ in curls} - {"make run", "make bench"}
+        {command for command, _ in examples} - {command for command, _ in curls} - RUN_ELSEWHERE - {start}
     )
     assert others <= set(NOT_RUN_HERE), f"README commands no test runs: {others - set(NOT_RUN_HERE)}"
     assert len(curls) >= 10
 
+    *assignments, _make, _run = start.split()
     server = LiveServer(
         f"sqlite:///{tmp_path}/readme.db",
         command=["make", "--no-print-directory", "run"],
-        env={"LIST_DB_TOKEN": "change-me"},
+        env=dict(assignment.split("=", 1) for assignment in assignments),
     )
     with server:
         for command, expected in curls:
@@ -102,3 +110,32 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
     assert "met    every server: every 200 is a row in the database" in result.stdout
     assert "met    the service: zero errors" in result.stdout
     assert "GET /stats, 1,000 labelled predictions, postgresql:" in result.stdout
+
+
+def test_make_notebooks_opens_jupyterlab_on_the_three_notebooks(tmp_path):
+    port = free_port()
+    args = f"JUPYTER_ARGS=--no-browser --port={port} --ServerApp.token=test --allow-root"
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "notebooks", args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        contents = None
+        deadline = time.monotonic() + 120
+        while contents is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                contents = requests.get(f"http://127.0.0.1:{port}/api/contents?token=test", timeout=5).json()
+            except requests.RequestException:
+                time.sleep(0.5)
+        notebooks = {item["name"] for item in contents["content"] if item["type"] == "notebook"}
+        assert notebooks == {
+            "Step 1 - Train and Serialize.ipynb",
+            "Step 2 - Deserialize and use.ipynb",
+            "Step 3 - Monitor predictions.ipynb",
+        }
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

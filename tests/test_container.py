@@ -1,0 +1,225 @@
+"""The Dockerfile, built and run for real with podman (runtime runc), as Heroku's container stack would.
+
+No image registry is reachable from the machines that run this suite, so `python:3.11-slim` can't
+be pulled. When it isn't already in podman's storage, a stand-in is built from Debian's packages
+with mmdebstrap (Debian 12's Python 3.11 in a virtualenv first on PATH, as the official image has
+pip and python first on PATH) and imported under the name the Dockerfile's FROM gives. The
+Dockerfile itself is built unchanged, with --pull=never. The stand-in trusts this machine's CA
+certificates, because HTTPS to PyPI from inside the build passes through them here.
+
+Podman's configuration and storage live in a temporary directory; containers use the host's
+network, so each run gets a free port through PORT.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from model_check import example_observation
+from support import REPO, free_port
+from test_readme import console_examples, same_response
+
+pytestmark = pytest.mark.slow
+BASE_IMAGE = "docker.io/library/python:3.11-slim"
+IMAGE = "localhost/model-service:test"
+STAND_IN_CACHE = Path.home() / ".cache" / "model-service" / "python-3.11-slim-stand-in.tar"
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+netns = "host"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+
+class Podman:
+    """podman with its own configuration and storage in `root`."""
+
+    def __init__(self, root):
+        (root / "storage").mkdir()
+        (root / "containers.conf").write_text(CONTAINERS_CONF)
+        (root / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{root}/storage"\nrunroot = "{root}/run"\n'
+        )
+        (root / "registries.conf").write_text('unqualified-search-registries = ["docker.io"]\n')
+        self.env = {
+            **os.environ,
+            "CONTAINERS_CONF": str(root / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
+        }
+
+    def succeeds(self, *args):
+        return subprocess.run(["podman", *args], env=self.env, capture_output=True).returncode == 0
+
+    def __call__(self, *args, check=True, timeout=900):
+        result = subprocess.run(
+            ["podman", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout.strip()
+
+
+def build_stand_in_base(path):
+    """A root filesystem with Debian's Python 3.11, pip in a virtualenv, and this machine's CAs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hooks = [
+        'chroot "$1" python3 -m venv /opt/python',
+        'cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"',
+        'printf "[global]\\ncert = /etc/ssl/certs/ca-certificates.crt\\n" > "$1/etc/pip.conf"',
+    ]
+    partial = path.with_name(path.stem + ".partial.tar")  # mmdebstrap picks the format by the ending
+    subprocess.run(
+        [
+            "mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+            *[f"--customize-hook={hook}" for hook in hooks], "bookworm", str(partial),
+        ],
+        check=True, capture_output=True, timeout=900,
+    )  # fmt: skip
+    partial.rename(path)
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory):
+    missing = [tool for tool in ("podman", "runc", "mmdebstrap") if shutil.which(tool) is None]
+    if missing:
+        message = f"{', '.join(missing)} not found; run scripts/ensure-containers"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (under CI=true the container tests must run)")
+        pytest.skip(message)
+    root = tmp_path_factory.mktemp("podman")
+    tool = Podman(root)
+    yield tool
+    tool("rm", "--all", "--force", check=False)
+    tool("system", "reset", "--force", check=False)  # storage holds files only root may delete
+
+
+@pytest.fixture(scope="module")
+def image(podman):
+    if not podman.succeeds("image", "exists", BASE_IMAGE):
+        if not STAND_IN_CACHE.is_file():
+            build_stand_in_base(STAND_IN_CACHE)
+        path = "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        podman("import", "--change", path, "--change", 'CMD ["python3"]', str(STAND_IN_CACHE), BASE_IMAGE)
+    started = time.monotonic()
+    podman("build", "--pull=never", "--network=host", "--tag", IMAGE, "--file", "Dockerfile", str(REPO))
+    seconds = time.monotonic() - started
+    size = int(podman("image", "inspect", IMAGE, "--format", "{{.Size}}"))
+    print(f"built {IMAGE} in {seconds:.0f} s: {size / 1e6:.0f} MB")
+    return IMAGE
+
+
+class Container:
+    """The image running detached on a free port, as `docker run <image>` would with PORT set."""
+
+    def __init__(self, podman, image, **env):
+        self.podman = podman
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        settings = [f"--env={name}={value}" for name, value in {"PORT": self.port, **env}.items()]
+        self.id = podman("run", "--detach", *settings, image)
+        self.wait_until_ready()
+
+    def wait_until_ready(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.podman("inspect", self.id, "--format", "{{.State.Running}}") != "true":
+                raise AssertionError(f"the container exited:\n{self.logs()}")
+            try:
+                if requests.get(f"{self.base}/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"not ready after {timeout} s:\n{self.logs()}")
+
+    def logs(self):
+        """What the service wrote, stdout and stderr (where gunicorn logs) together."""
+        command = ["podman", "logs", self.id]
+        result = subprocess.run(command, env=self.podman.env, capture_output=True, text=True)
+        return result.stdout + result.stderr
+
+    def predict_an_example(self):
+        features = requests.get(f"{self.base}/model", timeout=10).json()["features"]
+        body = {"id": 7, "observation": example_observation(features)}
+        return requests.post(f"{self.base}/predict", json=body, timeout=30)
+
+    def remove(self):
+        self.podman("rm", "--force", self.id, check=False)
+
+
+@pytest.fixture
+def run(podman, image):
+    started = []
+
+    def start(**env):
+        container = Container(podman, image, **env)
+        started.append(container)
+        return container
+
+    yield start
+    for container in started:
+        container.remove()
+
+
+def test_the_image_serves_with_no_settings_on_sqlite(run):
+    container = run()
+    response = container.predict_an_example()
+    assert response.status_code == 200, container.logs()
+    assert 0 <= response.json()["proba"] <= 1
+
+
+def test_the_readme_curls_answer_as_shown_from_the_image(run):
+    model = json.loads((REPO / "model_meta.json").read_text())
+    example = json.loads((REPO / "tests" / "example" / "model_meta.json").read_text())
+    if model["pipeline_sha256"] != example["pipeline_sha256"]:
+        pytest.skip("the top-level model is not the README's example; test_your_model.py covers it")
+    container = run(LIST_DB_TOKEN="change-me")
+    for command, expected in console_examples():
+        if command.startswith("curl "):
+            runnable = command.replace("http://localhost:5000", container.base)
+            result = subprocess.run(["bash", "-c", runnable], capture_output=True, text=True, timeout=30)
+            assert same_response(json.loads(result.stdout), json.loads(expected)), (command, result.stdout)
+
+
+def test_the_image_serves_on_a_heroku_style_postgres_url(run, postgres):
+    url = postgres.create_database("container").replace("postgresql://", "postgres://")
+    container = run(DATABASE_URL=url)
+    assert container.predict_an_example().status_code == 200, container.logs()
+    assert postgres.sql("SELECT observation_id FROM prediction", database="container") == [(7,)]
+
+
+def test_the_service_runs_as_an_unprivileged_user(run, podman):
+    container = run()
+    assert podman("exec", container.id, "id", "-u") == "10001"
+    users = podman("top", container.id, "user").split()[1:]
+    assert users
+    assert set(users) == {"app"}
+
+
+def test_the_image_holds_the_service_and_nothing_else(podman, image):
+    listing = podman("run", "--rm", "--entrypoint", "find", image, "/app", "-maxdepth", "1")
+    names = {Path(path).name for path in listing.split()[1:]}
+    assert {"app.py", "pipeline.pickle", "dtypes.pickle", "columns.json", "gunicorn.conf.py"} <= names
+    unwanted = {"tests", "bench", "scripts", ".git", ".venv", ".venv-prod", "titanic.csv"}
+    assert not names & unwanted
+    assert not [name for name in names if name.endswith((".ipynb", ".db", ".db-wal"))]
+
+
+def test_stopping_the_container_exits_0_within_the_stop_timeout(run, podman):
+    container = run()
+    assert container.predict_an_example().status_code == 200
+    started = time.monotonic()
+    podman("stop", "--time", "10", container.id)
+    assert time.monotonic() - started < 10
+    assert podman("inspect", container.id, "--format", "{{.State.ExitCode}}") == "0"
+    assert "Shutting down: Master" in container.logs()
