@@ -9,19 +9,13 @@ The wire contract (JSON in, JSON out):
         the same observation again (a client retry) answers the stored proba and stores
         nothing new; the same id with a different observation is a 409.
 
-    POST /update   {"id": 0, "true_class": 1}
+    POST /update   {"id": 0, "true_class": 1}   (0/1, false/true, or the model's own label)
         200 {"id": 1, "observation_id": 0, "observation": "{...}", "proba": 0.0909...,
              "true_class": 1, "model_version": "...", "created_at": "...", "updated_at": "..."}
 
-    GET /list-db-contents?page=1&per_page=100
-        Off unless LIST_DB_TOKEN is set; then send "Authorization: Bearer <LIST_DB_TOKEN>".
-
-    GET /health  200 while the process is up.
-    GET /ready   200 when the model is loaded and the database answers, else 503.
-    GET /model   the features, their dtypes and categories, the model's hash and versions.
-    GET /stats?hours=24
-        Predictions served and labelled, and on the labelled ones ROC AUC, log loss, Brier
-        score and predicted vs observed positive rate, overall and per model_version.
+    GET /list-db-contents?page=1&per_page=100  (only with LIST_DB_TOKEN set, as a Bearer token)
+    GET /health, /ready (200 when the database answers, else 503), /model (the model card),
+    GET /stats?hours=24 (served, labelled, ROC AUC, log loss, Brier score, per model_version)
 
 Every error is {"error": "<what is wrong, what was expected, what arrived>"} with an honest
 status: 400 malformed, 401 bad token, 404 unknown id or route, 405 wrong method, 409 id
@@ -41,6 +35,7 @@ from pathlib import Path
 from flask import Flask, jsonify, request
 from peewee import BigIntegerField, CharField, DateTimeField, DoubleField, IntegerField, Model, TextField
 from playhouse.db_url import connect
+from playhouse.shortcuts import model_to_dict
 from werkzeug.exceptions import HTTPException
 
 import artifacts
@@ -225,16 +220,8 @@ def predict():
 
 def record(prediction):
     """A stored row as JSON, timestamps in ISO 8601 UTC."""
-    return {
-        "id": prediction.id,
-        "observation_id": prediction.observation_id,
-        "observation": prediction.observation,
-        "proba": prediction.proba,
-        "true_class": prediction.true_class,
-        "model_version": prediction.model_version,
-        "created_at": prediction.created_at.isoformat() + "Z",
-        "updated_at": prediction.updated_at.isoformat() + "Z",
-    }
+    row = model_to_dict(prediction)
+    return row | {name: row[name].isoformat() + "Z" for name in ("created_at", "updated_at")}
 
 
 @app.post("/update")

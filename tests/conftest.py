@@ -61,12 +61,17 @@ def service(request, tmp_path_factory):
     module.DB.close_all()
 
 
+def client_on_an_empty_table(module):
+    """Flask's test client for an imported app.py, its predictions table emptied."""
+    module.Prediction.delete().execute()
+    module.DB.close()
+    return module.app.test_client()
+
+
 @pytest.fixture
 def client(service):
     """Flask's test client on an empty predictions table."""
-    service.Prediction.delete().execute()
-    service.DB.close()
-    return service.app.test_client()
+    return client_on_an_empty_table(service)
 
 
 @pytest.fixture

@@ -47,6 +47,21 @@ def listening_addresses(port):
     return addresses
 
 
+def wait_for_200(url, check_still_running, timeout, interval=0.1):
+    """Poll url until it answers 200 (True) or the timeout passes (False); check_still_running
+    raises when the server is gone, so that a crash is reported at once, not after the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_still_running()
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(interval)
+    return False
+
+
 def postgres_bindir():
     """The directory holding initdb and pg_ctl, or None when PostgreSQL is not installed."""
     candidates = [os.environ.get("PG_BINDIR", "")]
@@ -152,17 +167,12 @@ class LiveServer:
             raise
 
     def wait_until_up(self, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def still_running():
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if requests.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")
+
+        if not wait_for_200(f"{self.base}/health", still_running, timeout):
+            raise RuntimeError(f"gunicorn did not answer within {timeout}s:\n{self.output()}")
 
     def wait_until_every_worker_listens(self, timeout=30):
         """The service answers as soon as one worker is up; with reuse_port each worker opens its

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from model_check import example_observation
-from support import REPO, free_port
+from support import REPO, free_port, wait_for_200
 from test_readme import console_examples, same_response
 
 pytestmark = pytest.mark.slow
@@ -130,17 +130,12 @@ class Container:
         self.wait_until_ready()
 
     def wait_until_ready(self, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def still_running():
             if self.podman("inspect", self.id, "--format", "{{.State.Running}}") != "true":
                 raise AssertionError(f"the container exited:\n{self.logs()}")
-            try:
-                if requests.get(f"{self.base}/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"not ready after {timeout} s:\n{self.logs()}")
+
+        if not wait_for_200(f"{self.base}/ready", still_running, timeout, interval=0.25):
+            raise AssertionError(f"not ready after {timeout} s:\n{self.logs()}")
 
     def logs(self):
         """What the service wrote, stdout and stderr (where gunicorn logs) together."""

@@ -16,7 +16,7 @@ import joblib
 import pandas as pd
 import pytest
 
-from conftest import BACKENDS, fresh_database_url, import_app
+from conftest import BACKENDS, client_on_an_empty_table, fresh_database_url, import_app
 from model_check import example_observation, sample_rows, wrong_value
 from models import OTHER_MODELS
 from support import REPO
@@ -44,9 +44,7 @@ def your_service(request, model_dirs, tmp_path_factory):
 
 @pytest.fixture
 def client(your_service):
-    your_service.Prediction.delete().execute()
-    your_service.DB.close()
-    return your_service.app.test_client()
+    return client_on_an_empty_table(your_service)
 
 
 @pytest.fixture
