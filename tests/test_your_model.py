@@ -30,7 +30,11 @@ def model_dirs(tmp_path_factory):
     return {"top-level": REPO} | {name: make(root / name) for name, make in OTHER_MODELS.items()}
 
 
-@pytest.fixture(scope="session", params=[(model, backend) for model in MODELS for backend in BACKENDS])
+@pytest.fixture(
+    scope="session",
+    params=[(model, backend) for model in MODELS for backend in BACKENDS],
+    ids=[f"{model}-{backend}" for model in MODELS for backend in BACKENDS],
+)
 def your_service(request, model_dirs, tmp_path_factory):
     """app.py serving one of the models, on a fresh database of one backend."""
     model, backend = request.param
