@@ -155,6 +155,9 @@ def store(scored):
         }
         for obs, proba in scored
     ]
+    # In id order: two inserts that share ids then wait for each other in the same order, never in
+    # a circle (PostgreSQL aborts one of a circle as a deadlock, which would surface as a 503).
+    rows.sort(key=lambda row: row["observation_id"])
     inserted = Prediction.insert_many(rows).on_conflict_ignore().as_rowcount().execute()
     if inserted == len(rows):  # the usual case: every id was new, and what we wrote is stored
         return {row["observation_id"]: (row["observation"], row["proba"]) for row in rows}
