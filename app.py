@@ -23,7 +23,8 @@ already used for another observation, 413 body too large, 415 not JSON, 422 the 
 cannot score the observation, 503 the database is unavailable (safe to retry).
 
 The request path reads top to bottom here; every other concern has a module of its own
-(schema, artifacts, database, batching, monitoring), which app.py hands what it needs.
+(schema, artifacts, database, batching, monitoring, request_limits), which app.py hands what
+it needs.
 """
 
 import hmac
