@@ -41,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 
 import artifacts
 import database
+import migrations
 import monitoring
 import request_limits
 import schema
@@ -70,6 +71,7 @@ def database_from_url(url):
 
 DB = database_from_url(DATABASE_URL)
 database.add_missing_functions(DB)
+DB_FAULTS = database.Episodes()  # logs each run of database faults once; /ready asks it too
 
 
 def utc_now():
@@ -83,18 +85,20 @@ class Prediction(Model):
     proba = DoubleField()  # FloatField is 4-byte REAL on PostgreSQL and would round the proba
     true_class = IntegerField(null=True)
     model_version = CharField(max_length=16)  # which pipeline.pickle produced the proba
-    created_at = DateTimeField(default=utc_now, index=True)
-    updated_at = DateTimeField(default=utc_now)
+    # NULL only on rows from the tutorial's table, which recorded neither (see migrations.py).
+    created_at = DateTimeField(default=utc_now, index=True, null=True)
+    updated_at = DateTimeField(default=utc_now, null=True)
 
     class Meta:
         database = DB
 
 
-def create_tables():
-    database.create_tables(DB, [Prediction])
+def create_or_upgrade_tables():
+    """Create the tables, or bring an existing database's schema up to date (migrations.py)."""
+    log.info("database: %s", migrations.upgrade(DB, Prediction))
 
 
-create_tables()
+create_or_upgrade_tables()
 DB.close_all()  # no connection may be inherited by gunicorn's forked workers
 
 
@@ -160,6 +164,7 @@ def store(scored):
     # a circle (PostgreSQL aborts one of a circle as a deadlock, which would surface as a 503).
     rows.sort(key=lambda row: row["observation_id"])
     inserted = Prediction.insert_many(rows).on_conflict_ignore().as_rowcount().execute()
+    DB_FAULTS.succeeded()
     if inserted == len(rows):  # the usual case: every id was new, and what we wrote is stored
         return {row["observation_id"]: (row["observation"], row["proba"]) for row in rows}
     ids = [row["observation_id"] for row in rows]
@@ -170,7 +175,7 @@ def store(scored):
 def answer(obs, stored):
     """The /predict response for an observation, given (observation, proba) stored under its id."""
     stored_observation, stored_proba = stored
-    if stored_observation != obs.stored_form:
+    if not SCHEMA.stored_matches(stored_observation, obs):
         return ApiError(
             409,
             f"id {obs.observation_id} was already used for a different observation; "
@@ -225,7 +230,11 @@ def predict():
 def record(prediction):
     """A stored row as JSON, timestamps in ISO 8601 UTC."""
     row = model_to_dict(prediction)
-    return row | {name: row[name].isoformat() + "Z" for name in ("created_at", "updated_at")}
+    return row | {name: iso_utc(row[name]) for name in ("created_at", "updated_at")}
+
+
+def iso_utc(timestamp):
+    return None if timestamp is None else timestamp.isoformat() + "Z"  # None: from the tutorial's table
 
 
 @app.post("/update")
@@ -241,6 +250,7 @@ def update():
             prediction.true_class = true_class
             prediction.updated_at = utc_now()
             prediction.save()
+    DB_FAULTS.succeeded()
     return jsonify(record(prediction))
 
 
@@ -282,11 +292,13 @@ def health():
 
 @app.get("/ready")
 def ready():
-    try:
-        DB.execute_sql("SELECT 1")
-    except database.UNAVAILABLE as exc:
-        log.warning("not ready: %s", exc)
-        raise ApiError(503, "the database is not answering") from None
+    """200 when the database answers and takes writes, as far as can be seen without writing."""
+    refusal = database.write_refusal(DB, Prediction._meta.table_name)
+    remembered = DB_FAULTS.refusal()  # a refusal a recent write met, which the query may not see
+    if refusal is None and remembered is not None and not database.can_see(DB, remembered):
+        refusal = remembered
+    if refusal is not None:
+        return error_response(503, f"not ready: {refusal.message}")
     return jsonify({"status": "ready", "model_version": MODEL_VERSION})
 
 
@@ -319,17 +331,19 @@ def http_error(exc):
     return error_response(exc.code, exc.description)
 
 
-def database_unavailable(exc):
-    log.warning("database unavailable: %s", exc)
-    try:
-        DB.manual_close()  # never hand this connection out again
-    except Exception:
-        log.debug("closing the broken connection failed", exc_info=True)
-    return error_response(503, "the database is unavailable; nothing was stored, retry the request later")
+def database_fault(exc):
+    found = database.fault(exc)
+    DB_FAULTS.failed(found, exc)
+    if found.kind != "error":
+        try:
+            DB.manual_close()  # never hand this connection out again: the next one starts afresh
+        except Exception:
+            log.debug("closing the failed connection failed", exc_info=True)
+    return error_response(500 if found.kind == "error" else 503, found.message)
 
 
-for exception_class in database.UNAVAILABLE:
-    app.register_error_handler(exception_class, database_unavailable)
+for exception_class in database.DATABASE_ERRORS:
+    app.register_error_handler(exception_class, database_fault)
 
 
 @app.errorhandler(Exception)

@@ -14,14 +14,12 @@ Contract:
 Nothing here writes to the database.
 """
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from importlib.metadata import version
 
 from peewee import fn
 
 from artifacts import CHECKED_PACKAGES
-
-EPOCH = datetime(1970, 1, 1)
 
 
 # The model card.
@@ -72,7 +70,7 @@ WITH keyed AS (
     SELECT {key} AS key, proba, true_class,
            CASE WHEN proba < 1e-15 THEN 1e-15 WHEN proba > 1 - 1e-15 THEN 1 - 1e-15 ELSE proba END AS clipped
     FROM prediction
-    WHERE true_class IS NOT NULL AND created_at >= {param}
+    WHERE true_class IS NOT NULL {window}
 ), ranked AS (
     SELECT *, RANK() OVER (PARTITION BY key ORDER BY proba) AS low_rank,
               COUNT(*) OVER (PARTITION BY key, proba) AS ties
@@ -86,9 +84,12 @@ FROM ranked GROUP BY key
 
 
 def quality(database, since, by_model_version):
-    """{model_version (or "" for all of them): metrics} for labelled predictions made since `since`."""
-    sql = QUALITY_SQL.format(key="model_version" if by_model_version else "''", param=database.param)
-    return {row[0]: quality_metrics(*row[1:]) for row in database.execute_sql(sql, (since,)).fetchall()}
+    """{model_version (or "" for all of them): metrics} for labelled predictions made since `since`
+    (all of them when `since` is None, including the tutorial's rows, which have no created_at)."""
+    window = "" if since is None else f"AND created_at >= {database.param}"
+    sql = QUALITY_SQL.format(key="model_version" if by_model_version else "''", window=window)
+    params = () if since is None else (since,)
+    return {row[0]: quality_metrics(*row[1:]) for row in database.execute_sql(sql, params).fetchall()}
 
 
 def quality_metrics(labelled, positives, mean_proba, brier, log_loss, positive_rank_sum):
@@ -112,21 +113,21 @@ def rounded(value):
 
 
 def served(prediction_model, since):
-    """{model_version: (predictions, labelled)} since `since`."""
+    """{model_version: (predictions, labelled)} since `since` (None: all of them)."""
     query = (
         prediction_model.select(
             prediction_model.model_version,
             fn.COUNT(prediction_model.id),
             fn.COUNT(prediction_model.true_class),
         )
-        .where(prediction_model.created_at >= since)
+        .where(True if since is None else prediction_model.created_at >= since)
         .group_by(prediction_model.model_version)
     )
     return {version: (total, labelled) for version, total, labelled in query.tuples()}
 
 
 def stats_report(database, prediction_model, hours, now):
-    since = EPOCH if hours is None else now - timedelta(hours=hours)
+    since = None if hours is None else now - timedelta(hours=hours)
     counts = served(prediction_model, since)
     by_version = quality(database, since, by_model_version=True)
     [overall] = quality(database, since, by_model_version=False).values() or [None]

@@ -1,0 +1,251 @@
+"""Databases made by earlier code: the tutorial's table and this repository's first release,
+upgraded in place at start-up with every row intact and servable; schemas that can't be used
+stop start-up."""
+
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from peewee import (
+    BigIntegerField,
+    CharField,
+    DateTimeField,
+    DoubleField,
+    FloatField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.db_url import connect
+
+from conftest import import_app
+from support import EXAMPLE_OBSERVATION
+
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+ROWS = 12  # ids 0..11; the even ones labelled
+
+
+class TutorialPrediction(Model):
+    """The tutorial's model definition, verbatim (README, "ORMs and peewee")."""
+
+    observation_id = IntegerField(unique=True)
+    observation = TextField()
+    proba = FloatField()
+    true_class = IntegerField(null=True)
+
+    class Meta:
+        table_name = "prediction"
+
+
+class FirstReleasePrediction(Model):
+    """This repository's first release (4318b00 to 60df880)."""
+
+    observation_id = BigIntegerField(unique=True)
+    observation = TextField()
+    proba = DoubleField()
+    true_class = IntegerField(null=True)
+    model_version = CharField(max_length=16)
+    created_at = DateTimeField(index=True)
+    updated_at = DateTimeField()
+
+    class Meta:
+        table_name = "prediction"
+
+
+def observation(i):
+    return dict(EXAMPLE_OBSERVATION, Age=20.0 + i, Cabin=None if i % 3 else "C85")
+
+
+def tutorial_row(i):
+    """As the tutorial stored it: the raw request body (here with the bare NaN some clients send)."""
+    body = json.dumps({"id": i, "observation": observation(i)}).replace("null", "NaN")
+    return {
+        "observation_id": i,
+        "observation": body,
+        "proba": 0.1 + i / 100,
+        "true_class": i % 4 // 2 if i % 2 == 0 else None,
+    }
+
+
+def first_release_row(i):
+    from datetime import datetime
+
+    when = datetime(2026, 11, 26, 12, i)
+    return {
+        "observation_id": i,
+        "observation": json.dumps(observation(i)),  # the first release's stored form
+        "proba": 0.1 + i / 100,
+        "true_class": i % 4 // 2 if i % 2 == 0 else None,
+        "model_version": "0123456789ab",
+        "created_at": when,
+        "updated_at": when,
+    }
+
+
+def make_old_database(url, model, row):
+    database = connect(url)
+    with database.bind_ctx([model]):
+        database.create_tables([model])
+        model.insert_many([row(i) for i in range(ROWS)]).execute()
+    database.close()
+
+
+def table_rows(url):
+    database = connect(url)
+    columns = "observation_id, observation, proba, true_class"
+    rows = database.execute_sql(f"SELECT id, {columns} FROM prediction ORDER BY id").fetchall()
+    database.close()
+    return rows
+
+
+def column_values(url, sql):
+    database = connect(url)
+    cursor = database.execute_sql(sql)
+    values = cursor.fetchall() if cursor.description else None
+    database.close()
+    return values
+
+
+def same_rows(before, after, is_postgres):
+    """Row for row equal; the tutorial's REAL proba on PostgreSQL was 4 bytes, and stays that number."""
+    if not is_postgres:
+        return before == after
+    as_stored = [(*row[:3], float(np.float32(row[3])), row[4]) for row in before]
+    return as_stored == [(*row[:3], float(np.float32(row[3])), row[4]) for row in after]
+
+
+def post(server, path, body):
+    return requests.post(f"{server.base}{path}", json=body, timeout=30)
+
+
+@BOTH
+@pytest.mark.parametrize("old", ["tutorial", "first_release"])
+def test_an_old_table_is_upgraded_in_place_and_every_row_still_served(database_url, old, live_server):
+    model, row = (
+        (TutorialPrediction, tutorial_row)
+        if old == "tutorial"
+        else (FirstReleasePrediction, first_release_row)
+    )
+    make_old_database(database_url, model, row)
+    before = table_rows(database_url)
+
+    server = live_server(database_url)
+
+    found = 0 if old == "tutorial" else 1
+    assert f"upgraded the schema in place from version {found} to 2" in server.output()
+    after = table_rows(database_url)
+    assert len(after) == ROWS
+    assert same_rows(before, after, database_url.startswith("postgresql"))
+    versions = column_values(database_url, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(version,) for version in range(found + 1, 3)]
+    # A retry of an old id with the same observation answers the stored proba; another is a 409.
+    for i in range(ROWS):
+        retry = post(server, "/predict", {"id": i, "observation": observation(i)})
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["proba"] == pytest.approx(after[i][3])
+    conflict = post(server, "/predict", {"id": 1, "observation": observation(2)})
+    assert conflict.status_code == 409
+    # Old rows can be labelled; a new id past 32 bits is stored beside them.
+    labelled = post(server, "/update", {"id": 1, "true_class": 1})
+    assert labelled.status_code == 200
+    assert labelled.json()["true_class"] == 1
+    assert post(server, "/predict", {"id": 2**40, "observation": EXAMPLE_OBSERVATION}).status_code == 200
+    assert len(table_rows(database_url)) == ROWS + 1
+
+
+@BOTH
+def test_tutorial_rows_show_in_stats_as_unrecorded_with_no_timestamps(database_url, live_server):
+    make_old_database(database_url, TutorialPrediction, tutorial_row)
+    server = live_server(database_url)
+
+    row = post(server, "/update", {"id": 1, "true_class": 1}).json()
+    assert (row["model_version"], row["created_at"]) == ("unrecorded", None)
+    assert row["updated_at"] is not None  # the label's time is known
+    stats = requests.get(f"{server.base}/stats", timeout=30).json()
+    assert stats["by_model_version"]["unrecorded"]["predictions"] == ROWS
+    assert stats["by_model_version"]["unrecorded"]["labelled"] == 7  # 6 in the tutorial, 1 now
+    windowed = requests.get(f"{server.base}/stats?hours=24", timeout=30).json()
+    assert "unrecorded" not in windowed["by_model_version"]  # made at an unknown time
+
+
+@BOTH
+def test_instances_starting_together_on_an_old_database_upgrade_it_once(database_url, live_server):
+    make_old_database(database_url, TutorialPrediction, tutorial_row)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        servers = list(pool.map(lambda _: live_server(database_url), range(3)))
+
+    logs = [server.output() for server in servers]
+    assert sum("upgraded the schema in place" in log for log in logs) == 1
+    assert sum("schema version 2, up to date" in log for log in logs) == 2
+    assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    assert len(table_rows(database_url)) == ROWS
+
+
+@BOTH
+def test_the_upgrade_runs_once_and_then_is_a_no_op(database_url):
+    make_old_database(database_url, TutorialPrediction, tutorial_row)
+    for _ in range(2):
+        service = import_app(database_url)
+        service.DB.close_all()
+    assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+
+
+@POSTGRES
+def test_a_failed_upgrade_changes_nothing_and_says_what_to_do(database_url):
+    make_old_database(database_url, TutorialPrediction, tutorial_row)
+    view = "CREATE VIEW confident AS SELECT * FROM prediction WHERE proba > 0.9"
+    column_values(database_url, view)  # PostgreSQL can't change the type of a column a view uses
+
+    with pytest.raises(
+        RuntimeError, match="upgrading the schema to version 1 failed, and nothing was changed"
+    ):
+        import_app(database_url)
+
+    columns = column_values(
+        database_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'prediction'"
+    )
+    assert sorted(name for (name,) in columns) == sorted(
+        ["id", "observation_id", "observation", "proba", "true_class"]
+    )
+    assert column_values(database_url, "SELECT to_regclass('schema_version')") == [(None,)]
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            "ALTER TABLE prediction RENAME COLUMN proba TO probability",
+            "which is neither the tutorial's table",
+        ),
+        (
+            "INSERT INTO schema_version VALUES (99, '2030-01-01', 'from the future')",
+            "newer than this code's 2",
+        ),
+    ],
+)
+def test_a_schema_the_service_cannot_use_stops_start_up(database_url, damage, message):
+    service = import_app(database_url)
+    service.DB.close_all()
+    if "RENAME" in damage:
+        column_values(database_url, "DROP TABLE schema_version")
+    column_values(database_url, damage)
+    with pytest.raises(RuntimeError, match=message):
+        import_app(database_url)
+
+
+def test_a_column_of_the_wrong_type_stops_start_up(tmp_path):
+    url = f"sqlite:///{tmp_path}/typed.db"
+    service = import_app(url)
+    service.DB.close_all()
+    with sqlite3.connect(tmp_path / "typed.db") as conn:
+        conn.execute("ALTER TABLE prediction DROP COLUMN model_version")
+        conn.execute("ALTER TABLE prediction ADD COLUMN model_version BLOB")
+    with pytest.raises(
+        RuntimeError, match=r"column prediction.model_version is blob, and this service needs one of"
+    ):
+        import_app(url)
