@@ -2,6 +2,7 @@
 #   make run    serve the model on http://localhost:5000 (SQLite, production packages)
 #   make test   the whole test suite, SQLite and a throwaway PostgreSQL, plus the linters
 #   make bench  the load benchmark (see the README's performance section)
+#   make bench-reload  what a reload (SIGHUP) costs clients (README: Reloading)
 #   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
 #   make notebooks    open the notebooks in JupyterLab (JUPYTER_ARGS passes options)
 
@@ -9,7 +10,7 @@ PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test lint bench check-model notebooks clean
+.PHONY: run test lint bench bench-reload check-model notebooks clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
@@ -32,6 +33,10 @@ bench: $(DEV_VENV)/.installed
 	scripts/ensure-postgres
 	scripts/ensure-wrk
 	$(DEV_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# What a reload (SIGHUP) costs clients, with and without reuse_port (README: Reloading).
+bench-reload: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python bench/reload.py $(BENCH_ARGS)
 
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .

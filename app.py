@@ -95,7 +95,12 @@ class Prediction(Model):
 
 def create_or_upgrade_tables():
     """Create the tables, or bring an existing database's schema up to date (migrations.py)."""
-    log.info("database: %s", migrations.upgrade(DB, Prediction))
+    try:
+        log.info("database: %s", migrations.upgrade(DB, Prediction))
+    except database.DATABASE_ERRORS as exc:
+        found = database.fault(exc)
+        reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "
+        raise RuntimeError(f"the database failed at start-up: {reason}{database.driver_error(exc)}") from exc
 
 
 create_or_upgrade_tables()

@@ -103,8 +103,8 @@ PERMISSION_DENIED = Fault(
 STORAGE_FULL = Fault(
     "refused",
     "storage full",
-    "the database's disk or storage is full and refuses writes: free space (delete old rows, grow the "
-    f"disk) or, on Heroku Postgres, upgrade the plan; {NOTHING_STORED}",
+    "the database refuses writes: storage full (its disk, or on Heroku Postgres the plan's storage). "
+    f"Free space (delete old rows, grow the disk) or upgrade the plan; {NOTHING_STORED}",
 )
 UNAVAILABLE = Fault("unavailable", "unavailable", f"the database is unavailable; {RETRY_LATER}")
 BUSY = Fault("unavailable", "busy", f"the database is busy (a lock or a deadlock); {RETRY_LATER}")
@@ -148,9 +148,9 @@ def driver_error(exc):
 def fault(exc):
     if isinstance(exc, MaxConnectionsExceeded):
         return NO_CONNECTION
-    if isinstance(exc, InterfaceError):  # a connection the server or network closed
-        return UNAVAILABLE
     original = driver_error(exc)
+    if isinstance(exc, InterfaceError):  # the driver's: a connection closed; peewee's own: a bug
+        return UNAVAILABLE if original is not exc else BUG
     sqlite_code = getattr(original, "sqlite_errorcode", None)
     if sqlite_code is not None:
         return SQLITE_FAULTS.get(sqlite_code & 0xFF, BUG)

@@ -24,8 +24,9 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 16)
 # Each worker opens its own listening socket (SO_REUSEPORT), and the kernel spreads new
 # connections evenly over them. With one shared socket, whichever worker happened to be
 # idle took most of them: 13 of 16 keep-alive connections on one worker was common, and
-# that worker then ran at full load while the other one waited.
-reuse_port = True
+# that worker then ran at full load while the other one waited. The price is paid at a reload
+# (SIGHUP): see the README's "Reloading" (GUNICORN_REUSE_PORT=0 turns it off).
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
 
 # Load app.py once in the master before forking: the tables are created once (not by every
 # worker racing on an empty database), and the workers share the model's memory.

@@ -88,13 +88,15 @@ FIRST_RELEASE_COLUMNS = TUTORIAL_COLUMNS | {"model_version", "created_at", "upda
 
 def upgrade(database, prediction_model):
     table = prediction_model._meta.table_name
-    with database.connection_context(), database.atomic(), database.bind_ctx([SchemaVersion]):
+    SchemaVersion.bind(database)  # not bind_ctx(): threads upgrading at once would unbind it for the others
+    with database.connection_context(), database.atomic():
         take_turns(database)
-        found = recorded_version(database, table)
-        if found is None:
+        if not database.table_exists(table):
             database.create_tables([prediction_model, SchemaVersion])
-            record(CURRENT_VERSION, "created the tables")
+            if not SchemaVersion.select().where(SchemaVersion.version == CURRENT_VERSION).exists():
+                record(CURRENT_VERSION, "created the tables")
             return f"created the tables (schema version {CURRENT_VERSION})"
+        found = recorded_version(database, table)
         if found > CURRENT_VERSION:
             raise SchemaError(
                 f"the database's schema is version {found}, newer than this code's {CURRENT_VERSION}: "
@@ -118,13 +120,11 @@ def take_turns(database):
 
 
 def recorded_version(database, table):
-    """The schema's version: recorded, recognised from the columns, or None for no table."""
+    """The existing table's schema version: recorded, or recognised from its columns."""
     if database.table_exists(SchemaVersion._meta.table_name):
         newest = SchemaVersion.select(SchemaVersion.version).order_by(SchemaVersion.version.desc()).first()
         if newest is not None:
             return newest.version
-    if not database.table_exists(table):
-        return None
     columns = {column.name for column in database.get_columns(table)}
     database.create_tables([SchemaVersion])
     if columns == TUTORIAL_COLUMNS:

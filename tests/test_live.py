@@ -1,6 +1,7 @@
 """The service under real gunicorn workers: boot races, id races, sustained writes, a database restart."""
 
 import os
+import signal
 import socket
 import threading
 from collections import Counter
@@ -236,3 +237,40 @@ def test_two_instances_sharing_postgres_keep_every_guarantee(database_url, live_
     stored = stored_rows(database_url, postgres)
     assert [row[0] for row in stored] == list(range(300))  # one row per id, none lost
     assert all(probas[observation_id] == proba for observation_id, _, proba in stored)
+
+
+def test_a_reload_without_reuse_port_resets_no_connection(live_server, tmp_path):
+    """The README's promise for GUNICORN_REUSE_PORT=0 (with it on, see bench/reload.py)."""
+    database_url = f"sqlite:///{tmp_path}/reload.db"
+    server = live_server(database_url, env={"GUNICORN_REUSE_PORT": "0"})
+    outcome, acknowledged, lock, stop = Counter(), set(), threading.Lock(), threading.Event()
+    ids = iter(range(10**9))
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            with lock:
+                observation_id = next(ids)
+            try:
+                response = predict(session, server.base, observation_id)
+            except requests.ConnectionError:
+                response, session = None, requests.Session()
+            with lock:
+                outcome[response.status_code if response is not None else "connection errors"] += 1
+                if response is not None and response.status_code == 200:
+                    acknowledged.add(observation_id)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for _ in range(2):
+        threading.Event().wait(1.5)
+        os.kill(server.process.pid, signal.SIGHUP)
+    threading.Event().wait(3.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    assert server.output().count("Booting worker") >= 6  # 2 at start, 2 per reload
+    assert set(outcome) == {200}, outcome
+    assert acknowledged <= {row[0] for row in stored_rows(database_url)}

@@ -112,6 +112,21 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
     assert "GET /stats, 1,000 labelled predictions, postgresql:" in result.stdout
 
 
+def test_make_bench_reload_prints_the_reload_table():
+    """The README's `make bench-reload`, shortened to one reload of one run per setting."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "bench-reload", "BENCH_ARGS=--repeat 1 --reloads 1 --clients 4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| reuse_port")]
+    assert len(rows) >= 2, result.stdout
+    assert rows[1].startswith("| reuse_port off (GUNICORN_REUSE_PORT=0) | 0.0 |"), rows
+
+
 def test_make_notebooks_opens_jupyterlab_on_the_three_notebooks(tmp_path):
     port = free_port()
     args = f"JUPYTER_ARGS=--no-browser --port={port} --ServerApp.token=test --allow-root"
