@@ -14,13 +14,15 @@ The wire contract (JSON in, JSON out):
              "true_class": 1, "model_version": "...", "created_at": "...", "updated_at": "..."}
 
     GET /list-db-contents?page=1&per_page=100  (only with LIST_DB_TOKEN set, as a Bearer token)
-    GET /health, /ready (200 when the database answers, else 503), /model (the model card),
+    GET /health, /ready (200 when the database answers and takes writes, else 503), /model,
     GET /stats?hours=24 (served, labelled, ROC AUC, log loss, Brier score, per model_version)
 
 Every error is {"error": "<what is wrong, what was expected, what arrived>"} with an honest
-status: 400 malformed, 401 bad token, 404 unknown id or route, 405 wrong method, 409 id
-already used for another observation, 413 body too large, 415 not JSON, 422 the model
-cannot score the observation, 503 the database is unavailable (safe to retry).
+status: 400 malformed, 401 bad token (WRITE_TOKEN, LIST_DB_TOKEN), 404 unknown id or route, 405
+wrong method, 409 id already used for another observation, 413 body too large, 415 not JSON,
+422 the model cannot score the observation, 500 a bug (logged), 503 the database is unavailable
+(retry later) or refuses writes (read-only, permission denied, full: the message says what the
+operator must do).
 
 The request path reads top to bottom here; every other concern has a module of its own
 (schema, artifacts, database, batching, monitoring, request_limits), which app.py hands what
@@ -33,7 +35,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request, stream_with_context
 from peewee import BigIntegerField, CharField, DateTimeField, DoubleField, IntegerField, Model, TextField
 from playhouse.db_url import connect
 from playhouse.shortcuts import model_to_dict
@@ -53,6 +55,9 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or "sqlite:///predictions.db"
 ARTIFACTS_DIR = Path(os.environ.get("ARTIFACTS_DIR") or Path(__file__).parent)
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES") or 1_000_000)
 LIST_DB_TOKEN = os.environ.get("LIST_DB_TOKEN", "")
+WRITE_TOKEN = os.environ.get("WRITE_TOKEN", "")  # when set, /predict and /update require it
+UPDATE_RETURNS_OBSERVATION = os.environ.get("UPDATE_RETURNS_OBSERVATION", "1") != "0"
+MAX_STRING_CHARS = int(os.environ.get("MAX_STRING_CHARS") or 1000)  # per string feature
 DB_TIMEOUT_SECONDS = int(os.environ.get("DB_TIMEOUT_SECONDS") or 5)
 MAX_BATCH_SIZE = int(os.environ.get("MAX_BATCH_SIZE") or 64)
 DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE") or 4)  # database connections per worker, at most
@@ -114,7 +119,7 @@ PIPELINE, PIPELINE_SHA256 = artifacts.load_pipeline(ARTIFACTS_DIR)
 MODEL_VERSION = PIPELINE_SHA256[:12]
 MODEL_META = artifacts.training_versions(ARTIFACTS_DIR, PIPELINE_SHA256)
 artifacts.check_columns_against_pipeline(COLUMNS, PIPELINE)
-SCHEMA = schema.RequestSchema(COLUMNS, DTYPES)  # what /predict accepts, from columns and dtypes
+SCHEMA = schema.RequestSchema(COLUMNS, DTYPES, MAX_STRING_CHARS)  # what /predict accepts
 LABELS = schema.Labels(PIPELINE.classes_)  # negative first; predict_proba's second column is positive
 MODEL_CARD = monitoring.model_card(PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META)
 
@@ -142,8 +147,10 @@ def score(observations):
             error = schema.unscorable(observations[0].features, exc, model_accepts)
             log.warning("the model could not score observation %s: %s", observations[0].observation_id, error)
             return [error]
-    # The model refused the batch: score its rows one by one to find the culprits.
-    return [result for obs in observations for result in score([obs])]
+    # The model refused the batch: score each half on its own, so that one bad row costs its good
+    # neighbours about log2(batch) extra calls instead of one call each.
+    middle = len(observations) // 2
+    return score(observations[:middle]) + score(observations[middle:])
 
 
 def store(scored):
@@ -223,8 +230,17 @@ def json_body():
     return schema.json_object(data, request.content_type, request.is_json)
 
 
+def require_token(token, name):
+    """Refuse a request without 'Authorization: Bearer <token>', comparing in constant time."""
+    sent = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        raise ApiError(401, f"send the header 'Authorization: Bearer <{name}>'")
+
+
 @app.post("/predict")
 def predict():
+    if WRITE_TOKEN:
+        require_token(WRITE_TOKEN, "WRITE_TOKEN")
     observation = SCHEMA.observation(json_body())
     result = BATCHER.submit(observation)
     if isinstance(result, ApiError):
@@ -244,6 +260,8 @@ def iso_utc(timestamp):
 
 @app.post("/update")
 def update():
+    if WRITE_TOKEN:
+        require_token(WRITE_TOKEN, "WRITE_TOKEN")
     body = json_body()
     observation_id = schema.checked_id(body)
     true_class = LABELS.true_class_from(body)
@@ -256,27 +274,34 @@ def update():
             prediction.updated_at = utc_now()
             prediction.save()
     DB_FAULTS.succeeded()
-    return jsonify(record(prediction))
+    answer = record(prediction)
+    if not UPDATE_RETURNS_OBSERVATION:
+        del answer["observation"]
+    return jsonify(answer)
 
 
 @app.get("/list-db-contents")
 def list_db_contents():
     if not LIST_DB_TOKEN:
         raise ApiError(404, "/list-db-contents is disabled; set LIST_DB_TOKEN on the server to enable it")
-    sent = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(sent.encode(), f"Bearer {LIST_DB_TOKEN}".encode()):
-        raise ApiError(401, "send the header 'Authorization: Bearer <LIST_DB_TOKEN>'")
+    require_token(LIST_DB_TOKEN, "LIST_DB_TOKEN")
     page = schema.page_argument("page", request.args.get("page", "1"), 10**9)
     per_page = schema.page_argument("per_page", request.args.get("per_page", "100"), 1000)
-    rows = Prediction.select().order_by(Prediction.id).paginate(page, per_page)
-    return jsonify(
-        {
-            "page": page,
-            "per_page": per_page,
-            "total": Prediction.select().count(),
-            "predictions": [record(row) for row in rows],
-        }
-    )
+    on_page = Prediction.select(Prediction.id).order_by(Prediction.id).paginate(page, per_page)
+    ids = [row.id for row in on_page]
+    total = Prediction.select().count()
+    return Response(stream_with_context(page_json(page, per_page, ids, total)), mimetype="application/json")
+
+
+def page_json(page, per_page, ids, total, rows_at_once=10):
+    """The page as JSON, written a few rows at a time: a worker never holds a whole page, which
+    can be hundreds of megabytes when rows hold long observations. Keys in jsonify's order."""
+    yield f'{{"page":{page},"per_page":{per_page},"predictions":['
+    for start in range(0, len(ids), rows_at_once):
+        chunk = Prediction.select().where(Prediction.id.in_(ids[start : start + rows_at_once]))
+        for position, row in enumerate(sorted(chunk, key=lambda row: row.id), start):
+            yield ("," if position else "") + app.json.dumps(record(row))
+    yield f'],"total":{total}}}\n'
 
 
 @app.get("/model")

@@ -5,9 +5,13 @@ Every value can be changed from the environment, which is how Heroku configures 
 """
 
 import errno
+import json
 import os
 import signal
 import socket
+import sys
+
+import gunicorn.util
 
 # Heroku tells the dyno which port to listen on in $PORT; 5000 on a laptop. 0.0.0.0 is every
 # interface: Heroku's router reaches the dyno from outside it (and on a laptop, so can other
@@ -18,8 +22,17 @@ bind = f"0.0.0.0:{PORT}"
 # Processes x threads: each worker process holds up to `threads` requests at once, and the
 # requests that arrive together are scored as one batch (see batching.py).
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
-worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS") or 16)
+
+# gunicorn's gthread worker, but a thread is given to a request only once it has arrived whole
+# (buffering_worker.py): a client trickling its request, or sending nothing, holds a socket and
+# not one of the 16 threads, and is closed after REQUEST_READ_SECONDS.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from buffering_worker import BufferingThreadWorker  # noqa: E402
+
+worker_class = BufferingThreadWorker
+BufferingThreadWorker.read_seconds = float(os.environ.get("REQUEST_READ_SECONDS") or 10)
+BufferingThreadWorker.max_body_bytes = int(os.environ.get("MAX_BODY_BYTES") or 1_000_000)
 
 # Each worker opens its own listening socket (SO_REUSEPORT), and the kernel spreads new
 # connections evenly over them. With one shared socket, whichever worker happened to be
@@ -39,6 +52,23 @@ preload_app = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+
+
+# Requests gunicorn refuses before the service sees them (a malformed request line, headers or a
+# URL over its limits) get the service's JSON error shape instead of gunicorn's HTML page.
+# gunicorn writes them through util.write_error(socket, status, reason, message), looked up at
+# each call, so replacing it here (before the workers fork) reaches every worker.
+def write_json_error(sock, status_int, reason, message):
+    detail = f"{reason}: {message}" if message else reason
+    body = json.dumps({"error": f"gunicorn refused the request: {detail}"}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn.util.write_error = write_json_error
 
 # gunicorn's runtime control socket is not used here, and several instances on one machine
 # (tests, benchmarks) would fight over its default path.

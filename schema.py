@@ -21,12 +21,15 @@ Nothing here knows Flask or the database: the routes hand in the bytes and strin
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also takes "²" and "٣", which int() refuses
+ASCII_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")
 
 
 class ApiError(Exception):
@@ -70,11 +73,15 @@ def is_number(value):
 
 # The body and the fields every route shares.
 def duplicate_keys_refused(pairs):
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise ApiError(400, f"the JSON object repeats the key(s) {repeated}; send each field once")
-    return dict(pairs)
+    found = dict(pairs)
+    if len(found) < len(pairs):  # in linear time: a body may carry tens of thousands of keys
+        seen, repeated = set(), set()
+        for key, _ in pairs:
+            (repeated if key in seen else seen).add(key)
+        raise ApiError(
+            400, f"the JSON object repeats the key(s) {listed(sorted(repeated))}; send each field once"
+        )
+    return found
 
 
 def json_object(data, content_type, is_json):
@@ -152,7 +159,7 @@ class Labels:
 
 def page_argument(name, raw, maximum):
     """A query argument that counts from 1, as sent (a string)."""
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not ASCII_DIGITS.fullmatch(raw) or not 1 <= int(raw) <= maximum:
         raise ApiError(400, f"'{name}' must be an integer from 1 to {maximum}; got {raw!r}")
     return int(raw)
 
@@ -161,10 +168,7 @@ def hours_argument(raw):
     """/stats' window in hours, or None for the whole history."""
     if raw is None:
         return None
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = -1
+    hours = float(raw) if ASCII_NUMBER.fullmatch(raw) else -1  # float() also reads "٣", "inf", "1e3"
     if not 0 < hours <= 24 * 365 * 100:
         raise ApiError(400, f"'hours' must be a positive number of hours; got {raw!r}")
     return hours
@@ -195,11 +199,19 @@ def nullable_dtype(dtype):
     return dtype
 
 
-def listed(values, most=20):
-    """A list quoted in an error message, cut short when it is long."""
+def shortened(value):
+    return value if not isinstance(value, str) or len(value) <= 40 else value[:37] + "..."
+
+
+def listed(values, most=20, where="GET /model lists them"):
+    """A list quoted in an error message, cut short when it is long (and so are its strings)."""
+    shown = [
+        value if not isinstance(value, str) or len(value) <= 40 else value[:37] + "..."
+        for value in values[:most]
+    ]
     if len(values) <= most:
-        return str(values)
-    return f"{str(values[:most])[:-1]}, ... ({len(values)} in all; GET /model lists them)]"
+        return str(shown)
+    return f"{str(shown)[:-1]}, ... ({len(values)} in all{'; ' + where if where else ''})]"
 
 
 def is_scalar(value):
@@ -231,8 +243,9 @@ class Observation:
 class RequestSchema:
     """The features a model takes, from its training columns (in order) and dtypes."""
 
-    def __init__(self, columns, dtypes):
+    def __init__(self, columns, dtypes, max_string_chars=1000):
         self.columns = list(columns)
+        self.max_string_chars = max_string_chars
         self.dtypes = dtypes
         self.kinds = {column: feature_kind(dtype) for column, dtype in dtypes.items()}
         # A pandas category column takes exactly its categories: anything else would silently
@@ -261,8 +274,8 @@ class RequestSchema:
                 f"(send null for a missing value); got {listed(sorted(raw))}",
             )
         features = {column: self.checked_feature(column, raw.get(column)) for column in self.columns}
-        unknown = sorted(set(raw) - set(self.columns))
-        return Observation(observation_id, features, unknown, absent, json.dumps(features))
+        unknown = [key for key in raw if key not in self.kinds]  # in the order sent; no sort of 90,000 keys
+        return Observation(observation_id, features, unknown, absent, stored_form(features))
 
     def stored_matches(self, stored, observation):
         """Whether the observation stored under an id is the one this request sent.
@@ -292,7 +305,8 @@ class RequestSchema:
         found = []
         if observation.unknown_fields:
             found.append(
-                f"ignored unknown field(s) {observation.unknown_fields}; the model uses {self.columns}"
+                f"ignored unknown field(s) {listed(observation.unknown_fields, where='')}; "
+                f"the model uses {listed(self.columns)}"
             )
         if observation.absent_features:
             found.append(
@@ -310,19 +324,36 @@ class RequestSchema:
             if whole is not None and INT64_MIN <= whole <= INT64_MAX:
                 return whole
         if kind == "number" and is_number(value):
-            try:
-                return float(value)
-            except OverflowError:
-                pass
+            return self.checked_finite(name, value)
         if kind == "boolean" and isinstance(value, bool):
             return value
-        if kind == "string" and isinstance(value, str):
-            return value
-        if kind == "string or number" and (isinstance(value, str) or is_number(value)):
-            return value
+        if kind in ("string", "string or number") and isinstance(value, str):
+            return self.checked_length(name, value)
+        if kind == "string or number" and is_number(value):
+            fits = is_integer(value) and INT64_MIN <= value <= INT64_MAX
+            return value if fits else self.checked_finite(name, value)
         if kind == "category":
             return self.checked_category(name, value)
         raise ApiError(400, f"'observation.{name}' must be {article(kind)} or null; got {describe(value)}")
+
+    def checked_finite(self, name, value):
+        """Infinity, -Infinity and numbers too large for a double (1e400) are refused here: the
+        model would refuse them anyway, and would take the rest of their batch down with them."""
+        number = float(value) if not is_integer(value) or abs(value) < 2**1023 else math.inf
+        if not math.isfinite(number):
+            raise ApiError(
+                400, f"'observation.{name}' must be a finite number or null; got {describe(value)}"
+            )
+        return number
+
+    def checked_length(self, name, value):
+        if len(value) > self.max_string_chars:
+            raise ApiError(
+                400,
+                f"'observation.{name}' is {len(value)} characters long; the limit is "
+                f"{self.max_string_chars} (MAX_STRING_CHARS)",
+            )
+        return value
 
     def checked_category(self, name, value):
         """The training category the value names; an unseen value is refused, never made missing."""
@@ -350,6 +381,11 @@ class RequestSchema:
         if isinstance(dtype, np.dtype) and (dtype.kind == "f" or None not in values):
             return np.array(values, dtype=dtype)  # a float column turns None into NaN by itself
         return pd.array(values, dtype=self._nullable_dtypes[column])
+
+
+def stored_form(features):
+    """Compact JSON, non-ASCII text as UTF-8 rather than \\u escapes (a third of the bytes)."""
+    return json.dumps(features, ensure_ascii=False, separators=(",", ":"))
 
 
 # When the model refuses a row.

@@ -1,5 +1,5 @@
 -- wrk script: POST /predict with a unique id per request.
--- Usage: wrk -s bench/predict.lua <url> -- <first id>
+-- Usage: wrk -s bench/predict.lua <url> -- <first id> [<Age, as raw JSON: "Infinity" poisons it>]
 -- Each wrk thread takes its own block of ids, so no two requests share one.
 -- At the end it prints one line of JSON for bench/run.py.
 
@@ -17,6 +17,9 @@ end
 
 function init(args)
   first_id = tonumber(args[1] or "0") + thread_index * 1000000
+  if args[2] then
+    observation = observation:gsub('"Age": 22.0', '"Age": ' .. args[2])
+  end
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
 end

@@ -108,14 +108,19 @@ def test_unknown_fields_are_ignored_and_listed_as_warnings(client, service):
     assert "Name" not in json.loads(rows(service)[0].observation)
 
 
-def test_a_value_the_model_cannot_score_is_a_422_with_its_reason(client, service):
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "1e400"])
+def test_a_non_finite_number_is_refused_at_the_edge_naming_the_field(client, service, number):
+    """Before batching: the model would refuse it, and its batch would pay for finding out."""
     response = client.post(
         "/predict",
-        data='{"id": 1, "observation": {"Age": Infinity, "Sex": "male"}}',
+        data=f'{{"id": 1, "observation": {{"Age": {number}, "Sex": "male"}}}}',
         content_type="application/json",
     )
-    assert response.status_code == 422
-    assert "because of Age=Infinity (ValueError: Input X contains infinity" in response.get_json()["error"]
+    assert response.status_code == 400
+    assert (
+        response.get_json()["error"]
+        == f"'observation.Age' must be a finite number or null; got {number.replace('1e400', 'Infinity')}"
+    )
     assert rows(service) == []
 
 
@@ -205,6 +210,65 @@ def test_list_db_contents_pages_the_predictions(client, list_token):
     bad = client.get("/list-db-contents?per_page=5000", headers=headers)
     assert bad.status_code == 400
     assert "'per_page' must be an integer from 1 to 1000" in bad.get_json()["error"]
+
+
+@pytest.mark.parametrize("page", ["\u00b2", "\u0663", "+1", " 1", "1.0", "9" * 30])
+def test_list_db_contents_takes_ascii_digits_only(client, list_token, page):
+    """str.isdigit() says yes to "²", which int() then refuses: that was a 500."""
+    response = client.get(f"/list-db-contents?page={page}", headers={"Authorization": f"Bearer {list_token}"})
+    assert response.status_code == 400
+    assert "'page' must be an integer from 1 to" in response.get_json()["error"]
+
+
+def test_observations_are_stored_as_compact_utf8_json(client, service):
+    assert predict(client, 1, Cabin="Zoë's cabin \u4e2d").status_code == 200
+    [row] = rows(service)
+    assert '"Cabin":"Zoë\'s cabin \u4e2d"' in row.observation  # no \\u escapes, no spaces
+    assert len(row.observation.encode()) == len(
+        json.dumps(json.loads(row.observation), separators=(",", ":"), ensure_ascii=False).encode()
+    )
+
+
+def test_a_retry_matches_a_row_stored_in_the_earlier_json_form(client, service):
+    """The first release stored json.dumps(features): spaces, \\u escapes. A retry still matches."""
+    observation = dict(EXAMPLE_OBSERVATION, Cabin="Zoë")
+    features = service.SCHEMA.observation({"id": 7, "observation": observation}).features
+    service.Prediction.create(
+        observation_id=7, observation=json.dumps(features), proba=0.25, model_version="old"
+    )
+
+    retry = client.post("/predict", json={"id": 7, "observation": observation})
+    conflict = client.post("/predict", json={"id": 7, "observation": dict(observation, Cabin="Zoe")})
+
+    assert (retry.status_code, retry.get_json()) == (200, {"proba": 0.25})
+    assert conflict.status_code == 409
+
+
+@pytest.fixture
+def write_token(service, monkeypatch):
+    monkeypatch.setattr(service, "WRITE_TOKEN", "w-s3cret")
+    return "w-s3cret"
+
+
+def test_with_write_token_set_predict_and_update_require_it(client, service, write_token):
+    body = {"id": 1, "observation": EXAMPLE_OBSERVATION}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": write_token}):
+        for path, sent in (("/predict", body), ("/update", {"id": 1, "true_class": 1})):
+            response = client.post(path, json=sent, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert response.get_json()["error"] == "send the header 'Authorization: Bearer <WRITE_TOKEN>'"
+    assert rows(service) == []
+    authorised = {"Authorization": f"Bearer {write_token}"}
+    assert client.post("/predict", json=body, headers=authorised).status_code == 200
+    assert client.post("/update", json={"id": 1, "true_class": 1}, headers=authorised).status_code == 200
+
+
+def test_update_can_leave_the_observation_out_of_its_answer(client, service, monkeypatch):
+    monkeypatch.setattr(service, "UPDATE_RETURNS_OBSERVATION", False)
+    predict(client, 1)
+    answer = client.post("/update", json={"id": 1, "true_class": 1}).get_json()
+    assert "observation" not in answer
+    assert answer["true_class"] == 1
 
 
 def test_request_bodies_are_stored_as_data(client, service):

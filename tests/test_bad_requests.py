@@ -96,7 +96,7 @@ BAD_REQUESTS = [
     ("POST", "/predict", JSON, body(Age={"years": 22}), 400, "got an object"),
     ("POST", "/predict", JSON, body(Age=True), 400, "'observation.Age' must be a number or null; got true"),
     ("POST", "/predict", JSON, body(Fare="cheap"), 400, "'observation.Fare' must be a number"),
-    ("POST", "/predict", JSON, body(Fare=10**400), 400, "'observation.Fare' must be a number"),
+    ("POST", "/predict", JSON, body(Fare=10**400), 400, "'observation.Fare' must be a finite number"),
     (
         "POST",
         "/predict",
@@ -137,9 +137,17 @@ BAD_REQUESTS = [
     ),
     ("POST", "/predict", JSON, body(Embarked=["S"]), 400, "'observation.Embarked' must be a string"),
     ("POST", "/predict", JSON, body(Cabin=0), 400, "'observation.Cabin' must be a string or null; got 0"),
-    # the model can't score it
-    ("POST", "/predict", JSON, body(Age=float("inf")), 422, "the model could not score this observation"),
-    ("POST", "/predict", JSON, body(Fare=float("-inf")), 422, "infinity"),
+    # numbers the model can't score, and strings past the limit
+    (
+        "POST",
+        "/predict",
+        JSON,
+        body(Age=float("inf")),
+        400,
+        "'observation.Age' must be a finite number or null",
+    ),
+    ("POST", "/predict", JSON, body(Fare=float("-inf")), 400, "got -Infinity"),
+    ("POST", "/predict", JSON, body(Cabin="C" * 1001), 400, "is 1001 characters long; the limit is 1000"),
     # /update
     ("POST", "/update", JSON, "[]", 400, "must be a JSON object; got a list"),
     ("POST", "/update", JSON, '{"true_class": 1}', 400, "'id' is missing"),

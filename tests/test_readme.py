@@ -154,3 +154,19 @@ def test_make_notebooks_opens_jupyterlab_on_the_three_notebooks(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_the_worst_case_row_size_in_the_readme_is_what_the_example_model_stores():
+    import json as json_module
+    import pickle
+
+    import schema
+
+    columns = json_module.loads((REPO / "tests/example/columns.json").read_text())
+    dtypes = pickle.loads((REPO / "tests/example/dtypes.pickle").read_bytes())
+    checker = schema.RequestSchema(columns, dtypes)  # the default MAX_STRING_CHARS
+    worst_values = {"string": "\x00" * checker.max_string_chars, "number": -2.2250738585072014e-308}
+    worst_values |= {"integer": -(2**63), "string or number": "\x00" * checker.max_string_chars}
+    worst = {column: worst_values[checker.kinds[column]] for column in columns}
+    stored = checker.observation({"id": 1, "observation": worst}).stored_form
+    assert f"{len(stored.encode()):,} bytes of `observation` per row" in " ".join(README.split())
