@@ -101,7 +101,9 @@ class Prediction(Model):
 def create_or_upgrade_tables():
     """Create the tables, or bring an existing database's schema up to date (migrations.py)."""
     try:
-        log.info("database: %s", migrations.upgrade(DB, Prediction))
+        done = migrations.upgrade(DB, Prediction)
+        # Quiet when there was nothing to do (the notebooks import this module too).
+        log.log(logging.DEBUG if done.endswith("up to date") else logging.WARNING, "database: %s", done)
     except database.DATABASE_ERRORS as exc:
         found = database.fault(exc)
         reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "

@@ -4,10 +4,12 @@ Contract:
 - `json_object(data, content_type, is_json)` turns a request body into a JSON object, or raises
   ApiError (415 not JSON, 400 not UTF-8, not valid JSON, a repeated key, not an object). The bare
   `NaN` token is accepted and means a missing value.
-- `RequestSchema(columns, dtypes)` checks an observation against the training columns and dtypes:
-  `observation(body)` returns an Observation (id, features in training order, unknown fields,
-  the model's features the request left out, and the JSON stored and compared for retries) or
-  raises a 400 naming the field, what it accepts and what arrived. A category column takes its
+- `RequestSchema(columns, dtypes, max_string_chars)` checks an observation against the training
+  columns and dtypes: `observation(body)` returns an Observation (id, features in training
+  order, unknown fields in the order sent, the model's features the request left out, and the
+  compact UTF-8 JSON stored and compared for retries) or raises a 400 naming the field, what it
+  accepts and what arrived; numbers must be finite, strings at most max_string_chars long; a
+  row stored in an earlier JSON form still matches its retry. A category column takes its
   training categories only; a request that carries none of the model's features is refused.
   `warnings(observation)` lists what was ignored or absent. `frame(rows)` lays validated
   features out as the DataFrame the pipeline was trained on.

@@ -58,7 +58,7 @@ def test_a_valid_observation_keeps_the_training_order_and_lists_unknown_fields()
     observation = SCHEMA.observation({"id": 7, "observation": {"zeta": 1, **COMPLETE, "alpha": 2}})
     assert observation.observation_id == 7
     assert list(observation.features) == list(DTYPES.index)
-    assert observation.unknown_fields == ["alpha", "zeta"]
+    assert observation.unknown_fields == ["zeta", "alpha"]  # in the order sent
 
 
 @pytest.mark.parametrize("missing", [None, math.nan])

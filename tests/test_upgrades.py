@@ -180,7 +180,7 @@ def test_instances_starting_together_on_an_old_database_upgrade_it_once(database
 
     logs = [server.output() for server in servers]
     assert sum("upgraded the schema in place" in log for log in logs) == 1
-    assert sum("schema version 2, up to date" in log for log in logs) == 2
+    assert sum("database:" in log for log in logs) == 1  # the others found nothing to do
     assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
     assert len(table_rows(database_url)) == ROWS
 
