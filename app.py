@@ -103,7 +103,14 @@ def create_or_upgrade_tables():
     try:
         done = migrations.upgrade(DB, Prediction)
         # Quiet when there was nothing to do (the notebooks import this module too).
-        log.log(logging.DEBUG if done.endswith("up to date") else logging.WARNING, "database: %s", done)
+        level = (
+            logging.WARNING
+            if done.startswith("upgraded")
+            else logging.DEBUG
+            if done.endswith("up to date")
+            else logging.INFO
+        )
+        log.log(level, "database: %s", done)
     except database.DATABASE_ERRORS as exc:
         found = database.fault(exc)
         reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "
