@@ -13,14 +13,13 @@ Contract:
 - Everything else is gunicorn's ThreadWorker unchanged.
 """
 
-import errno
 import re
 import selectors
 import time
 from functools import partial
 
 from gunicorn import http
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import ThreadWorker
 
 HEAD_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,15})[ \t]*\r", re.IGNORECASE)
@@ -71,24 +70,19 @@ class BufferingThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.gathering = {}  # connection -> the time by which its request must have arrived
 
-    def accept(self, listener):
-        try:
-            client_sock, client_addr = listener.accept()
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                raise
+    def enqueue_req(self, conn):
+        """gunicorn calls this for a new connection, a kept-alive one that became readable, and
+        one with pipelined bytes already read: each first gathers its request here."""
+        if getattr(conn, "whole", False):
+            conn.whole = False
+            super().enqueue_req(conn)
             return
-        self.nr_conns += 1
-        self.gather(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
-
-    def on_client_socket_readable(self, conn, client):
-        """A kept-alive connection's next request is starting."""
-        self.poller.unregister(client)
-        self.keepalived_conns.remove(conn)
-        self.gather(conn)
-
-    def gather(self, conn):
-        conn.gathered = bytearray()
+        already_read = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        conn.gathered = bytearray(already_read)
+        if already_read and request_arrived(conn.gathered, self.max_body_bytes):
+            self.hand_over(conn)
+            return
+        conn.sock.setblocking(False)  # a pipelined request arrives here from a thread's blocking socket
         self.gathering[conn] = time.monotonic() + self.read_seconds
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_bytes_arrived, conn))
 
@@ -115,6 +109,7 @@ class BufferingThreadWorker(ThreadWorker):
         conn.parser.unreader.unread(bytes(conn.gathered))
         conn.gathered = None
         conn.data_ready = True
+        conn.whole = True
         self.enqueue_req(conn)
 
     def stop_gathering(self, conn):

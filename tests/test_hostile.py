@@ -192,3 +192,19 @@ def test_a_page_of_large_rows_is_streamed_without_growing_the_worker(database_ur
     assert len(response.content) > 100_000_000
     print(f"a 100-row page of {len(response.content) / 1e6:.0f} MB; the worker's peak RSS grew {grew:.0f} MB")
     assert grew < 50
+
+
+def test_pipelined_requests_are_answered_in_order_a_partial_one_once_it_completes(live_server, tmp_path):
+    server = live_server(f"sqlite:///{tmp_path}/pipelined.db")
+    body = body_with(EXAMPLE_OBSERVATION)
+    request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request += f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(request + request.replace(b'"id":1', b'"id":2') + b"GET /hea")
+        time.sleep(1)
+        connection.sendall(b"lth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200") == 3
+    assert received.endswith(b'{"status":"ok"}\n')
