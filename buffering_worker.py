@@ -79,29 +79,35 @@ class BufferingThreadWorker(ThreadWorker):
             return
         already_read = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         conn.gathered = bytearray(already_read)
-        if already_read and request_arrived(conn.gathered, self.max_body_bytes):
-            self.hand_over(conn)
-            return
         conn.sock.setblocking(False)  # a pipelined request arrives here from a thread's blocking socket
+        # Usually the whole request is already here (the poller said readable, or it came with
+        # the connection): then it goes straight to a thread, without another trip to the poller.
+        if self.read_what_arrived(conn):
+            return
         self.gathering[conn] = time.monotonic() + self.read_seconds
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_bytes_arrived, conn))
 
     def on_bytes_arrived(self, conn, client):
-        try:
-            data = conn.sock.recv(READ_BYTES)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client went away
-            self.stop_gathering(conn)
-            self.nr_conns -= 1
-            conn.close()
-            return
-        conn.gathered += data
-        if request_arrived(conn.gathered, self.max_body_bytes):
-            self.stop_gathering(conn)
-            self.hand_over(conn)
+        self.read_what_arrived(conn)
+
+    def read_what_arrived(self, conn):
+        """Read what the socket holds; True once the connection is handed over or closed."""
+        while not request_arrived(conn.gathered, self.max_body_bytes):
+            try:
+                data = conn.sock.recv(READ_BYTES)
+            except BlockingIOError:
+                return False
+            except OSError:
+                data = b""
+            if not data:  # the client went away
+                self.stop_gathering(conn)
+                self.nr_conns -= 1
+                conn.close()
+                return True
+            conn.gathered += data
+        self.stop_gathering(conn)
+        self.hand_over(conn)
+        return True
 
     def hand_over(self, conn):
         if conn.parser is None:  # a new connection: the parser gunicorn would make in TConn.init()
@@ -113,8 +119,9 @@ class BufferingThreadWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def stop_gathering(self, conn):
-        self.poller.unregister(conn.sock)
-        del self.gathering[conn]
+        """Forget a connection's deadline and poller registration, if it had them."""
+        if self.gathering.pop(conn, None) is not None:
+            self.poller.unregister(conn.sock)
 
     def murder_pending(self):
         """Also close the connections whose request did not arrive in time (called every loop)."""
