@@ -25,8 +25,8 @@ wrong method, 409 id already used for another observation, 413 body too large, 4
 operator must do).
 
 The request path reads top to bottom here; every other concern has a module of its own
-(schema, artifacts, database, batching, monitoring, request_limits), which app.py hands what
-it needs.
+(schema, artifacts, database, migrations, batching, monitoring, request_limits), which app.py
+hands what it needs; gunicorn.conf.py runs it with buffering_worker's worker class.
 """
 
 import hmac
@@ -102,19 +102,15 @@ def create_or_upgrade_tables():
     """Create the tables, or bring an existing database's schema up to date (migrations.py)."""
     try:
         done = migrations.upgrade(DB, Prediction)
-        # Quiet when there was nothing to do (the notebooks import this module too).
-        level = (
-            logging.WARNING
-            if done.startswith("upgraded")
-            else logging.DEBUG
-            if done.endswith("up to date")
-            else logging.INFO
-        )
-        log.log(level, "database: %s", done)
     except database.DATABASE_ERRORS as exc:
         found = database.fault(exc)
         reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "
         raise RuntimeError(f"the database failed at start-up: {reason}{database.driver_error(exc)}") from exc
+    # Quiet when there was nothing to do (the notebooks import this module too).
+    if done.startswith("upgraded"):
+        log.warning("database: %s", done)
+    elif not done.endswith("up to date"):
+        log.info("database: %s", done)
 
 
 create_or_upgrade_tables()
