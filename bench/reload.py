@@ -16,40 +16,13 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from pathlib import Path
-
-import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from support import EXAMPLE_OBSERVATION, LiveServer  # noqa: E402
-
-
-def hammer(server, stop, ids, lock, outcome, acknowledged):
-    session = requests.Session()
-    while not stop.is_set():
-        with lock:
-            observation_id = next(ids)
-        try:
-            response = session.post(
-                f"{server.base}/predict",
-                json={"id": observation_id, "observation": EXAMPLE_OBSERVATION},
-                timeout=30,
-            )
-        except requests.ConnectionError:
-            with lock:
-                outcome["connection errors"] += 1
-            session = requests.Session()
-            continue
-        with lock:
-            outcome[response.status_code] += 1
-            if response.status_code == 200:
-                acknowledged.add(observation_id)
-
+from support import LiveServer, PredictLoad  # noqa: E402
 
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
@@ -79,30 +52,21 @@ def settings():
 
 
 def one_run(reuse_port, clients, reloads, scratch):
+    """(connection errors, 200s) of one run."""
     database = f"{scratch}/reload-{reuse_port}-{time.monotonic_ns()}.db"
     server = LiveServer(f"sqlite:///{database}", env={"GUNICORN_REUSE_PORT": "1" if reuse_port else "0"})
-    stop, lock, ids = threading.Event(), threading.Lock(), iter(range(10**9))
-    outcome, acknowledged = Counter(), set()
-    threads = [
-        threading.Thread(target=hammer, args=(server, stop, ids, lock, outcome, acknowledged))
-        for _ in range(clients)
-    ]
     try:
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        for _ in range(reloads):
-            os.kill(server.process.pid, signal.SIGHUP)
-            time.sleep(3)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        with PredictLoad(server, clients) as load:
+            time.sleep(2)
+            for _ in range(reloads):
+                os.kill(server.process.pid, signal.SIGHUP)
+                time.sleep(3)
     finally:
         server.stop()
     with sqlite3.connect(database) as conn:
         stored = {row[0] for row in conn.execute("SELECT observation_id FROM prediction")}
-    assert acknowledged <= stored, "a 200 without its row"
-    return outcome
+    assert load.acknowledged <= stored, "a 200 without its row"
+    return load.connection_errors, load.statuses[200]
 
 
 def main():
@@ -122,11 +86,9 @@ def main():
                 outcomes = [
                     one_run(reuse_port, args.clients, args.reloads, scratch) for _ in range(args.repeat)
                 ]
-            per_reload = statistics.median(
-                outcome["connection errors"] / args.reloads for outcome in outcomes
-            )
-            runs = ", ".join(str(outcome["connection errors"]) for outcome in outcomes)
-            ok = sum(outcome[200] for outcome in outcomes)
+            per_reload = statistics.median(errors / args.reloads for errors, _ in outcomes)
+            runs = ", ".join(str(errors) for errors, _ in outcomes)
+            ok = sum(answered for _, answered in outcomes)
             print(f"| {name} | {per_reload:.1f} | {runs} | {ok} |")
 
 

@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import requests
@@ -204,3 +206,47 @@ class LiveServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class PredictLoad:
+    """`clients` keep-alive clients sending POST /predict with fresh ids, from the start of a
+    `with` block to its end (plus `settle_seconds` either side); what they were answered."""
+
+    def __init__(self, server, clients=8, settle_seconds=0.0):
+        self.server, self.settle_seconds = server, settle_seconds
+        self.statuses, self.errors, self.acknowledged = Counter(), Counter(), set()
+        self.connection_errors = 0  # requests that got no answer at all (reset, refused)
+        self._lock, self._stop, self._ids = threading.Lock(), threading.Event(), iter(range(10**9))
+        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+
+    def _client(self):
+        session = requests.Session()
+        while not self._stop.is_set():
+            with self._lock:
+                observation_id = next(self._ids)
+            body = {"id": observation_id, "observation": EXAMPLE_OBSERVATION}
+            try:
+                response = session.post(f"{self.server.base}/predict", json=body, timeout=30)
+            except requests.ConnectionError:
+                session = requests.Session()
+                with self._lock:
+                    self.connection_errors += 1
+                continue
+            with self._lock:
+                self.statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    self.acknowledged.add(observation_id)
+                else:
+                    self.errors[response.json()["error"]] += 1
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        time.sleep(self.settle_seconds)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(self.settle_seconds)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import import_app
-from support import EXAMPLE_OBSERVATION
+from support import EXAMPLE_OBSERVATION, PredictLoad
 
 pytestmark = pytest.mark.slow
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -163,43 +163,18 @@ def test_sustained_writes_from_several_workers_all_commit(database_url, live_ser
 @POSTGRES
 def test_a_postgres_restart_under_load_loses_no_acknowledged_prediction(database_url, live_server, postgres):
     server = live_server(database_url, workers=2)
-    acknowledged, statuses, lock = set(), Counter(), threading.Lock()
-    stop = threading.Event()
-    next_id = iter(range(10**9))
-
-    def client():
-        session = requests.Session()
-        while not stop.is_set():
-            with lock:
-                observation_id = next(next_id)
-            try:
-                response = predict(session, server.base, observation_id)
-            except requests.ConnectionError:
-                continue
-            with lock:
-                statuses[response.status_code] += 1
-                if response.status_code == 200:
-                    acknowledged.add(observation_id)
-                else:
-                    assert response.json()["error"].endswith("retry the request later")
-
-    clients = [threading.Thread(target=client) for _ in range(8)]
-    for thread in clients:
-        thread.start()
-    try:
+    with PredictLoad(server) as load:
         for _ in range(3):  # three restarts, each while the clients keep sending
             threading.Event().wait(1.0)
             postgres.stop("fast")
             threading.Event().wait(1.0)
             postgres.start()
         threading.Event().wait(1.5)
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join()
+    statuses, acknowledged = load.statuses, load.acknowledged
 
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[503] > 0  # the outage was seen, and answered 503
+    assert all(error.endswith("retry the request later") for error in load.errors), load.errors
     stored = {row[0] for row in stored_rows(database_url, postgres)}
     assert acknowledged <= stored  # every 200 is in the database
     after = predict(requests.Session(), server.base, -1)  # recovered without a restart
@@ -244,34 +219,12 @@ def test_a_reload_without_reuse_port_resets_no_connection(live_server, tmp_path)
     """The README's promise for GUNICORN_REUSE_PORT=0 (with it on, see bench/reload.py)."""
     database_url = f"sqlite:///{tmp_path}/reload.db"
     server = live_server(database_url, env={"GUNICORN_REUSE_PORT": "0"})
-    outcome, acknowledged, lock, stop = Counter(), set(), threading.Lock(), threading.Event()
-    ids = iter(range(10**9))
-
-    def client():
-        session = requests.Session()
-        while not stop.is_set():
-            with lock:
-                observation_id = next(ids)
-            try:
-                response = predict(session, server.base, observation_id)
-            except requests.ConnectionError:
-                response, session = None, requests.Session()
-            with lock:
-                outcome[response.status_code if response is not None else "connection errors"] += 1
-                if response is not None and response.status_code == 200:
-                    acknowledged.add(observation_id)
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for _ in range(2):
-        threading.Event().wait(1.5)
-        os.kill(server.process.pid, signal.SIGHUP)
-    threading.Event().wait(3.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with PredictLoad(server) as load:
+        for _ in range(2):
+            threading.Event().wait(1.5)
+            os.kill(server.process.pid, signal.SIGHUP)
+        threading.Event().wait(3.0)
 
     assert server.output().count("Booting worker") >= 6  # 2 at start, 2 per reload
-    assert set(outcome) == {200}, outcome
-    assert acknowledged <= {row[0] for row in stored_rows(database_url)}
+    assert (set(load.statuses), load.connection_errors) == ({200}, 0), (load.statuses, load.connection_errors)
+    assert load.acknowledged <= {row[0] for row in stored_rows(database_url)}

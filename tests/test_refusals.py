@@ -5,55 +5,16 @@ says not ready, nothing is acknowledged that isn't stored, and it recovers witho
 import contextlib
 import os
 import subprocess
-import threading
 import time
-from collections import Counter
 
 import psycopg2
 import pytest
 import requests
 from playhouse.db_url import connect
 
-from support import EXAMPLE_OBSERVATION
+from support import EXAMPLE_OBSERVATION, PredictLoad
 
 pytestmark = pytest.mark.slow
-CLIENTS = 8
-
-
-class Load:
-    """Clients sending /predict with fresh ids until stopped; what they were answered."""
-
-    def __init__(self, server):
-        self.server = server
-        self.statuses, self.errors, self.acknowledged = Counter(), Counter(), set()
-        self._lock, self._stop, self._ids = threading.Lock(), threading.Event(), iter(range(10**9))
-        self._threads = [threading.Thread(target=self._client) for _ in range(CLIENTS)]
-
-    def _client(self):
-        session = requests.Session()
-        while not self._stop.is_set():
-            with self._lock:
-                observation_id = next(self._ids)
-            body = {"id": observation_id, "observation": EXAMPLE_OBSERVATION}
-            response = session.post(f"{self.server.base}/predict", json=body, timeout=30)
-            with self._lock:
-                self.statuses[response.status_code] += 1
-                if response.status_code == 200:
-                    self.acknowledged.add(observation_id)
-                else:
-                    self.errors[response.json()["error"]] += 1
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        time.sleep(1.0)  # served normally for a while first
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(1.0)  # and again after the recovery
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
 
 
 def ready_until(server, status, timeout=20):
@@ -112,7 +73,7 @@ def test_postgres_turning_read_only_under_load(postgres, service_database, live_
     name, url = service_database
     server = live_server(url)
     try:
-        with Load(server) as load:
+        with PredictLoad(server, settle_seconds=1.0) as load:
             set_cluster_read_only(postgres, True)
             not_ready = ready_until(server, 503)
             time.sleep(1.0)
@@ -130,7 +91,7 @@ def test_postgres_revoking_insert_under_load(postgres, service_database, live_se
     """Heroku Postgres revokes INSERT when a plan's storage limit is exceeded."""
     name, url = service_database
     server = live_server(url)
-    with Load(server) as load:
+    with PredictLoad(server, settle_seconds=1.0) as load:
         postgres.sql("REVOKE INSERT, UPDATE ON prediction FROM service", database=name)
         not_ready = ready_until(server, 503)
         time.sleep(1.0)
@@ -169,7 +130,7 @@ def fill(directory):
 
 def test_sqlite_disk_filling_up_under_load(small_disk, live_server):
     server = live_server(f"sqlite:///{small_disk}/predictions.db")
-    with Load(server) as load:
+    with PredictLoad(server, settle_seconds=1.0) as load:
         filler = fill(small_disk)
         not_ready = ready_until(server, 503)
         time.sleep(1.0)
