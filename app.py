@@ -15,17 +15,20 @@ The wire contract (JSON in, JSON out):
 
     GET /list-db-contents?page=1&per_page=100  (only with LIST_DB_TOKEN set, as a Bearer token)
     GET /health, /ready (200 when the database answers and takes writes, else 503), /model,
-    GET /stats?hours=24 (served, labelled, ROC AUC, log loss, Brier score, per model_version)
+    GET /stats?hours=24 (served, labelled, ROC AUC, log loss, Brier score, calibration and
+        histogram, overall and per model_version; from running totals, in milliseconds)
+    GET /stats/series?every=day&hours=720 (the same per hour or day, per model_version)
 
 Every error is {"error": "<what is wrong, what was expected, what arrived>"} with an honest
 status: 400 malformed, 401 bad token (WRITE_TOKEN, LIST_DB_TOKEN), 404 unknown id or route, 405
 wrong method, 409 id already used for another observation, 413 body too large, 415 not JSON,
-422 the model cannot score the observation, 500 a bug (logged), 503 the database is unavailable
-(retry later) or refuses writes (read-only, permission denied, full: the message says what the
-operator must do).
+422 the model cannot score the observation, 429 too many monitoring requests at once, 500 a bug
+(logged), 503 the database is unavailable (retry later) or refuses writes (read-only, permission
+denied, full: the message says what the operator must do).
 
 The request path reads top to bottom here; every other concern has a module of its own
-(schema, artifacts, database, migrations, batching, monitoring, request_limits), which app.py
+(schema, artifacts, database, migrations, aggregates, batching, coalescing, monitoring,
+request_limits), which app.py
 hands what it needs; gunicorn.conf.py runs it with buffering_worker's worker class.
 """
 
@@ -48,6 +51,7 @@ import monitoring
 import request_limits
 import schema
 from batching import MicroBatcher
+from coalescing import Coalescer, Pacer
 from schema import ApiError
 
 # Settings, all from the environment, each with a default that works on a laptop.
@@ -61,6 +65,8 @@ MAX_STRING_CHARS = int(os.environ.get("MAX_STRING_CHARS") or 1000)  # per string
 DB_TIMEOUT_SECONDS = int(os.environ.get("DB_TIMEOUT_SECONDS") or 5)
 MAX_BATCH_SIZE = int(os.environ.get("MAX_BATCH_SIZE") or 64)
 DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE") or 4)  # database connections per worker, at most
+STATS_MAX_AGE_SECONDS = float(os.environ.get("STATS_MAX_AGE_SECONDS") or 1)  # reuse /stats answers this old
+MONITORING_PER_SECOND = float(os.environ.get("MONITORING_PER_SECOND") or 10)  # /stats answers, per worker
 DISCARD_AT_MOST_BYTES = 32 * 2**20  # of a body over the limit, read before answering 413
 
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
@@ -107,10 +113,10 @@ def create_or_upgrade_tables():
         reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "
         raise RuntimeError(f"the database failed at start-up: {reason}{database.driver_error(exc)}") from exc
     # Quiet when there was nothing to do (the notebooks import this module too).
-    if done.startswith("upgraded"):
-        log.warning("database: %s", done)
-    elif not done.endswith("up to date"):
+    if done.startswith("created"):
         log.info("database: %s", done)
+    elif not done.endswith("up to date"):  # an upgrade, or a repair: worth the operator's attention
+        log.warning("database: %s", done)
 
 
 create_or_upgrade_tables()
@@ -314,10 +320,42 @@ def model():
     return jsonify(MODEL_CARD)
 
 
+# Monitoring reads only the running totals (aggregates.py); callers that come at once share one
+# computation per worker (coalescing.py), so a flood of them can't starve /predict.
+STATS_CALLS = Coalescer(STATS_MAX_AGE_SECONDS)
+# A second's worth at once, then paced; 12 of gunicorn's 16 threads at most wait their turn.
+MONITORING_PACE = Pacer(MONITORING_PER_SECOND, burst=MONITORING_PER_SECOND, most_waiting=12)
+
+
+def monitoring_answer(key, compute):
+    if not MONITORING_PACE.wait_turn():
+        limit = f"{MONITORING_PER_SECOND:g} a second per worker, MONITORING_PER_SECOND"
+        return error_response(
+            429, f"too many monitoring requests at once ({limit}); retry in a second", {"Retry-After": "1"}
+        )
+    return jsonify(STATS_CALLS.call(key, compute))
+
+
 @app.get("/stats")
 def stats():
     hours = schema.hours_argument(request.args.get("hours"))
-    return jsonify(monitoring.stats_report(DB, Prediction, hours, utc_now()))
+    table = Prediction._meta.table_name
+    return monitoring_answer(("stats", hours), lambda: monitoring.stats_report(DB, table, hours, utc_now()))
+
+
+@app.get("/stats/series")
+def stats_series():
+    every = schema.choice_argument("every", request.args.get("every", "day"), ("hour", "day"))
+    hours = schema.hours_argument(request.args.get("hours", "720"))
+    most = monitoring.MAX_SERIES_POINTS * (24 if every == "day" else 1)
+    if hours > most:
+        points = monitoring.MAX_SERIES_POINTS
+        raise ApiError(
+            400, f"'hours' may be at most {most} with every={every} ({points} points); got {hours:g}"
+        )
+    return monitoring_answer(
+        ("series", every, hours), lambda: monitoring.series_report(DB, every, hours, utc_now())
+    )
 
 
 @app.get("/health")

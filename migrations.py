@@ -10,6 +10,8 @@ Contract:
     first release (version 1);
   - applies each later step with peewee's `playhouse.migrate`, recording each version;
   - checks that every column the service uses is there with a usable type.
+  Version 3 adds aggregates.py's running totals (tables and triggers) and fills them from the
+  rows already there: one pass over the table, inside the same transaction.
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
 - Rows are never deleted or rewritten. Rows from the tutorial's table get model_version
@@ -31,9 +33,11 @@ from peewee import (
 )
 from playhouse.migrate import SchemaMigrator, migrate
 
+import aggregates
+
 log = logging.getLogger("migrations")
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
 
 
@@ -76,9 +80,15 @@ def timestamps_may_be_null(database, migrator, table):
     migrate(*[migrator.drop_not_null(table, name) for name in not_null])
 
 
+def running_totals(database, migrator, table):
+    """Version 2 -> 3: the totals /stats reads, kept by triggers, filled from the rows there."""
+    aggregates.install(database, table)
+
+
 STEPS = {
     1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
     2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
+    3: ("running totals for /stats (stats_hour, stats_bin), kept by triggers", running_totals),
 }
 
 # Each shipped schema, recognised by its columns when no version was recorded.
@@ -93,6 +103,7 @@ def upgrade(database, prediction_model):
         take_turns(database)
         if not database.table_exists(table):
             database.create_tables([prediction_model, SchemaVersion])
+            aggregates.install(database, table)
             if not SchemaVersion.select().where(SchemaVersion.version == CURRENT_VERSION).exists():
                 record(CURRENT_VERSION, "created the tables")
             return f"created the tables (schema version {CURRENT_VERSION})"
@@ -108,6 +119,9 @@ def upgrade(database, prediction_model):
             run_step(database, migrator, table, version, step)
             record(version, description)
         check_usable(database, prediction_model)
+        if not aggregates.installed(database, table):  # dropped by hand since: rebuilt from the rows
+            aggregates.install(database, table)
+            return f"schema version {CURRENT_VERSION}; the running totals were missing and are rebuilt from the rows"  # noqa: E501
     if found == CURRENT_VERSION:
         return f"schema version {CURRENT_VERSION}, up to date"
     return f"upgraded the schema in place from version {found} to {CURRENT_VERSION}"

@@ -1,24 +1,27 @@
-"""What is running and how well it does: the bodies of GET /model and GET /stats.
+"""What is running and how well it does: the bodies of GET /model, /stats and /stats/series.
 
 Contract:
 - `model_card(pipeline, schema, labels, pipeline_sha256, training_meta)`: the features, their
   training dtypes, the JSON type each accepts and the categories seen in training; the classes,
   the positive one (whose probability /predict answers) and what /update takes for each; the
   model's hash and version; the library versions running and those that trained it.
-- `stats_report(database, prediction_model, hours, now)`: predictions served and labelled since
-  `now - hours` (the whole history when hours is None), overall and per model_version, and on
-  the labelled ones ROC AUC, log loss, Brier score and the predicted vs observed positive rate.
-  Everything is aggregated in the database, in one pass over the labelled rows.
-- `quality_metrics(...)`: the metrics from the sums that pass computes; pure arithmetic.
-
-Nothing here writes to the database.
+- `stats_report(database, table, hours, now)`: predictions served and labelled since the start
+  of the hour holding `now - hours` (of the day, for windows over 48 hours; the whole history
+  when hours is None), overall and per model_version; on the labelled ones ROC AUC (with the
+  most it can be off, `roc_auc_max_error`, at most 1e-4 unless that would take reading over
+  MOST_ROWS_READ rows), log loss, Brier score, the predicted vs observed positive rate, the
+  calibration table and the histogram of probabilities by true class.
+- `series_report(database, every, hours, now)`: the same figures (no tables) per hour or day.
+Both read aggregates.py's running totals in one snapshot, so their figures agree with each other
+and with the rows at one moment, and cost the same on ten rows or ten million. Nothing here
+writes to the database.
 """
 
+import math
 from datetime import timedelta
-from importlib.metadata import version
+from importlib.metadata import version as installed_version
 
-from peewee import fn
-
+import aggregates
 from artifacts import CHECKED_PACKAGES
 
 
@@ -58,88 +61,183 @@ def model_card(pipeline, schema, labels, pipeline_sha256, training_meta):
             for column, dtype in schema.dtypes.items()
         ],
         "versions": {
-            package: {"running": version(package), "trained_with": training_meta.get(package)}
+            package: {"running": installed_version(package), "trained_with": training_meta.get(package)}
             for package in CHECKED_PACKAGES
         },
     }
 
 
-# Live quality: how the model does on the predictions whose true class has arrived.
-QUALITY_SQL = """
-WITH keyed AS (
-    SELECT {key} AS key, proba, true_class,
-           CASE WHEN proba < 1e-15 THEN 1e-15 WHEN proba > 1 - 1e-15 THEN 1 - 1e-15 ELSE proba END AS clipped
-    FROM prediction
-    WHERE true_class IS NOT NULL {window}
-), ranked AS (
-    SELECT *, RANK() OVER (PARTITION BY key ORDER BY proba) AS low_rank,
-              COUNT(*) OVER (PARTITION BY key, proba) AS ties
-    FROM keyed
-)
-SELECT key, COUNT(*), SUM(true_class), AVG(proba), AVG((proba - true_class) * (proba - true_class)),
-       -AVG(CASE WHEN true_class = 1 THEN LN(clipped) ELSE LN(1 - clipped) END),
-       SUM(CASE WHEN true_class = 1 THEN low_rank + (ties - 1) / 2.0 ELSE 0 END)
-FROM ranked GROUP BY key
-"""
+# Live quality: how the model does on the predictions whose true class has arrived, read from
+# the running totals that aggregates.py keeps (never from the predictions themselves).
+AUC_MAX_ERROR = 1e-4  # read exact probas for the bins that would leave ROC AUC less sure than this
+MOST_ROWS_READ = 100_000  # ... but never more rows than this per call
+CALIBRATION_BINS = 10
+HISTOGRAM_BINS = 20
 
 
-def quality(database, since, by_model_version):
-    """{model_version (or "" for all of them): metrics} for labelled predictions made since `since`
-    (all of them when `since` is None, including the tutorial's rows, which have no created_at)."""
-    window = "" if since is None else f"AND created_at >= {database.param}"
-    sql = QUALITY_SQL.format(key="model_version" if by_model_version else "''", window=window)
-    params = () if since is None else (since,)
-    return {row[0]: quality_metrics(*row[1:]) for row in database.execute_sql(sql, params).fetchall()}
+HOURLY_WINDOWS_UP_TO = 48  # hours; a longer window starts at midnight UTC
 
 
-def quality_metrics(labelled, positives, mean_proba, brier, log_loss, positive_rank_sum):
-    """ROC AUC from the rank sum of the positives (Mann-Whitney), ties counted as half."""
-    negatives = labelled - positives
-    auc = None
-    if positives and negatives:
-        auc = (float(positive_rank_sum) - positives * (positives + 1) / 2) / (positives * negatives)
+def window_start(hours, now, every_day=False):
+    """The first hour (or day) of a window: the one that holds `now - hours`, so a window of 24
+    hours holds every row of the last 24 hours and at most one hour more. A window of over 48
+    hours starts at the midnight (UTC) before, which makes it cheaper to read (fewer pieces)."""
+    first_hour = max(0, math.floor((now - aggregates.EPOCH - timedelta(hours=hours)) / timedelta(hours=1)))
+    if every_day:
+        return first_hour // 24
+    return first_hour if hours <= HOURLY_WINDOWS_UP_TO else first_hour // 24 * 24
+
+
+def start_time(period, every_day=False):
+    return iso_utc(aggregates.hour_start(period * (24 if every_day else 1)))
+
+
+def iso_utc(timestamp):
+    return timestamp.isoformat() + "Z"
+
+
+def stats_report(database, table, hours, now):
+    """/stats: served and labelled, and the quality of the labelled, since the start of the hour
+    that holds `now - hours` (the whole history when hours is None), overall and per model_version."""
+    first_hour = None if hours is None else window_start(hours, now)
+    with aggregates.snapshot(database):
+        every_hour = aggregates.hour_totals(database)
+        labelled = {(version, hour): sums["labelled"] for version, hour, sums in every_hour}
+        if first_hour is None:
+            versions = sorted({version for (version, _), count in labelled.items() if count})
+            histograms = aggregates.whole_history_histograms(database, versions)
+        else:
+            histograms = aggregates.histograms_since(database, first_hour, labelled)
+        aggregates.add_exact_probas(database, table, histograms, first_hour, AUC_MAX_ERROR, MOST_ROWS_READ)
+    totals = {}
+    for version, hour, sums in every_hour:
+        if first_hour is None or hour >= first_hour:
+            add_sums(totals.setdefault(version, {}), sums)
+    totals = {version: sums for version, sums in totals.items() if sums["predictions"]}  # all deleted
+    overall = aggregates.Histogram()
+    for histogram in histograms.values():
+        overall.merge(histogram)
     return {
-        "labelled": labelled,
-        "roc_auc": rounded(auc),
-        "log_loss": rounded(log_loss),
-        "brier_score": rounded(brier),
-        "predicted_positive_rate": rounded(mean_proba),
-        "observed_positive_rate": rounded(positives / labelled),
+        "window_hours": hours,
+        "since": None if first_hour is None else start_time(first_hour),
+        "as_of": iso_utc(now),
+        "overall": summary(combined(totals.values()), overall),
+        "by_model_version": {
+            version: summary(totals[version], histograms.get(version, aggregates.Histogram()))
+            for version in sorted(totals)
+        },
     }
+
+
+def add_sums(into, sums):
+    for name, value in sums.items():
+        into[name] = into.get(name, 0) + value
+    return into
+
+
+def combined(many):
+    total = {}
+    for sums in many:
+        add_sums(total, sums)
+    return total
+
+
+def summary(sums, histogram, with_tables=True):
+    """Counts always; the quality figures once a prediction is labelled."""
+    predictions, labelled = round(sums.get("predictions", 0)), round(sums.get("labelled", 0))
+    found = {"predictions": predictions, "labelled": labelled}
+    if labelled:
+        auc, max_error = histogram.roc_auc()
+        found |= {
+            "roc_auc": rounded(auc),
+            "roc_auc_max_error": rounded_up(max_error),
+            "log_loss": rounded(sums["sum_log_loss"] / labelled),
+            "brier_score": rounded(sums["sum_squared_error"] / labelled),
+            "predicted_positive_rate": rounded(sums["sum_proba"] / labelled),
+            "observed_positive_rate": rounded(sums["positives"] / labelled),
+        }
+        if with_tables:
+            found |= {"calibration": calibration(histogram), "histogram": distribution(histogram)}
+    return found
+
+
+def calibration(histogram):
+    """The reliability table: per tenth of the proba range, the labelled predictions in it, their
+    mean proba and how many were in fact positive."""
+    table = []
+    for group, (positives, negatives, sum_proba) in enumerate(
+        zip(*histogram.rolled_up(CALIBRATION_BINS), strict=True)
+    ):
+        labelled = int(positives + negatives)
+        table.append(
+            {
+                "from": group / CALIBRATION_BINS,
+                "to": (group + 1) / CALIBRATION_BINS,
+                "labelled": labelled,
+                "mean_proba": rounded(sum_proba / labelled) if labelled else None,
+                "observed_positive_rate": rounded(positives / labelled) if labelled else None,
+            }
+        )
+    return table
+
+
+def distribution(histogram):
+    """How the labelled predictions' probas spread, per twentieth of the range and true class."""
+    positives, negatives, _ = histogram.rolled_up(HISTOGRAM_BINS)
+    return [
+        {
+            "from": group / HISTOGRAM_BINS,
+            "to": (group + 1) / HISTOGRAM_BINS,
+            "positives": int(positives[group]),
+            "negatives": int(negatives[group]),
+        }
+        for group in range(HISTOGRAM_BINS)
+    ]
+
+
+MAX_SERIES_POINTS = 400
+
+
+def series_report(database, every, hours, now):
+    """/stats/series: per model_version, one point per hour or day that had predictions, from the
+    hour or day that holds `now - hours`; its ROC AUC comes from bins of 1/100 (max_error says
+    how far that can be from the exact figure)."""
+    every_day = every == "day"
+    first = window_start(hours, now, every_day)
+    with aggregates.snapshot(database):
+        hours_found = aggregates.hour_totals(database, first * 24 if every_day else first)
+        histograms = aggregates.series_histograms(database, every_day, first)
+    totals = {}
+    for version, hour, sums in hours_found:
+        add_sums(totals.setdefault((version, hour // 24 if every_day else hour), {}), sums)
+    series = {}
+    for version, period in sorted(key for key, sums in totals.items() if sums["predictions"]):
+        histogram = histograms.get((version, period), aggregates.Histogram(aggregates.COARSE_BINS))
+        point = summary(totals[version, period], histogram, with_tables=False)
+        mean_proba = (
+            rounded(totals[version, period]["sum_proba_all"] / point["predictions"])
+            if point["predictions"]
+            else None
+        )
+        series.setdefault(version, []).append(
+            {"start": start_time(period, every_day), **point, "mean_proba": mean_proba}
+        )
+    return {
+        "every": every,
+        "window_hours": hours,
+        "since": start_time(first, every_day),
+        "as_of": iso_utc(now),
+        "by_model_version": series,
+    }
+
+
+def rounded_up(bound):
+    """A bound shown with two significant digits, never below its value."""
+    if not bound:
+        return bound
+    exponent = math.floor(math.log10(bound)) - 1
+    return float(f"{math.ceil(round(bound / 10**exponent, 6))}e{exponent}")
 
 
 def rounded(value):
     return None if value is None else round(float(value), 6)
-
-
-def served(prediction_model, since):
-    """{model_version: (predictions, labelled)} since `since` (None: all of them)."""
-    query = (
-        prediction_model.select(
-            prediction_model.model_version,
-            fn.COUNT(prediction_model.id),
-            fn.COUNT(prediction_model.true_class),
-        )
-        .where(True if since is None else prediction_model.created_at >= since)
-        .group_by(prediction_model.model_version)
-    )
-    return {version: (total, labelled) for version, total, labelled in query.tuples()}
-
-
-def stats_report(database, prediction_model, hours, now):
-    since = None if hours is None else now - timedelta(hours=hours)
-    counts = served(prediction_model, since)
-    by_version = quality(database, since, by_model_version=True)
-    [overall] = quality(database, since, by_model_version=False).values() or [None]
-
-    def summary(predictions, labelled, metrics):
-        return {"predictions": predictions, **(metrics or {"labelled": labelled})}
-
-    return {
-        "window_hours": hours,
-        "overall": summary(sum(t for t, _ in counts.values()), sum(n for _, n in counts.values()), overall),
-        "by_model_version": {
-            version: summary(total, labelled, by_version.get(version))
-            for version, (total, labelled) in sorted(counts.items())
-        },
-    }

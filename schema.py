@@ -176,6 +176,12 @@ def hours_argument(raw):
     return hours
 
 
+def choice_argument(name, raw, choices):
+    if raw not in choices:
+        raise ApiError(400, f"'{name}' must be one of {listed(list(choices))}; got {shortened(raw)!r}")
+    return raw
+
+
 # The observation, checked against the training columns and dtypes.
 def feature_kind(dtype):
     """The JSON type a column accepts, from its training dtype."""

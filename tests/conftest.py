@@ -65,6 +65,7 @@ def client_on_an_empty_table(module):
     """Flask's test client for an imported app.py, its predictions table emptied."""
     module.Prediction.delete().execute()
     module.DB.close()
+    module.STATS_CALLS.forget()  # a fresh table: no /stats answer from before may be reused
     return module.app.test_client()
 
 

@@ -1,7 +1,8 @@
 """/model and /stats, on both backends: what is running, and how well it does on labelled rows."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
@@ -43,13 +44,17 @@ def test_model_describes_the_features_the_classes_and_the_versions(client, servi
         assert versions["running"] == versions["trained_with"], package
 
 
-def test_stats_on_an_empty_table(client):
+def test_stats_on_an_empty_table(client, service):
+    before = service.utc_now()
     body = client.get("/stats").get_json()
+    as_of = body.pop("as_of")
     assert body == {
         "window_hours": None,
+        "since": None,
         "overall": {"predictions": 0, "labelled": 0},
         "by_model_version": {},
     }
+    assert before <= datetime.fromisoformat(as_of.removesuffix("Z")) <= service.utc_now()
 
 
 def test_stats_match_scikit_learn_on_the_labelled_predictions(client, service):
@@ -109,3 +114,91 @@ def test_health_ready_model_and_stats_write_nothing(client, service):
     assert [
         (row.observation_id, row.true_class, row.updated_at) for row in service.Prediction.select()
     ] == before
+
+
+def test_a_window_starts_at_an_hour_or_for_longer_windows_at_midnight_utc(client, service):
+    now = service.utc_now()
+    for hours, start in [
+        (24, (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)),
+        (0.5, (now - timedelta(minutes=30)).replace(minute=0, second=0, microsecond=0)),
+        (72, (now - timedelta(hours=72)).replace(hour=0, minute=0, second=0, microsecond=0)),
+    ]:
+        body = client.get(f"/stats?hours={hours}").get_json()
+        assert body["window_hours"] == hours
+        # The hour may turn between `now` here and there; the start is one of the two.
+        assert body["since"] in {
+            f"{start.isoformat()}Z",
+            f"{(start + timedelta(hours=1 if hours <= 48 else 24)).isoformat()}Z",
+        }
+
+
+def test_stats_include_the_calibration_table_and_the_histogram_of_labelled_probas(client, service):
+    probas = np.array(replay(client, PASSENGERS))
+    truth = PASSENGERS.Survived.to_numpy()
+
+    for summary in (
+        client.get("/stats").get_json()["overall"],
+        client.get("/stats?hours=1").get_json()["overall"],
+    ):
+        assert [row["from"] for row in summary["calibration"]] == pytest.approx(np.arange(10) / 10)
+        for row in summary["calibration"]:
+            inside = (probas >= row["from"]) & (probas < row["to"])
+            assert row["labelled"] == inside.sum()
+            if inside.any():
+                assert row["mean_proba"] == pytest.approx(probas[inside].mean(), abs=1e-6)
+                assert row["observed_positive_rate"] == pytest.approx(truth[inside].mean(), abs=1e-6)
+            else:
+                assert row["mean_proba"] is row["observed_positive_rate"] is None
+        for row in summary["histogram"]:
+            inside = (probas >= row["from"]) & (probas < row["to"])
+            assert (row["positives"], row["negatives"]) == (truth[inside].sum(), (truth[inside] == 0).sum())
+
+
+def test_series_has_a_point_per_hour_and_per_day_equal_to_the_rows_in_it(client, service):
+    probas = replay(client, PASSENGERS)
+    now = service.utc_now()
+    made = {}  # id -> created_at: spread over the last three days
+    for i in PASSENGERS.index:
+        made[i] = now - timedelta(hours=int(i) % 70)
+        service.Prediction.update(created_at=made[i]).where(
+            service.Prediction.observation_id == int(i)
+        ).execute()
+    truth = dict(zip(PASSENGERS.index, PASSENGERS.Survived, strict=True))
+    proba = dict(zip(PASSENGERS.index, probas, strict=True))
+
+    for every, length in [("hour", timedelta(hours=1)), ("day", timedelta(days=1))]:
+        body = client.get(f"/stats/series?every={every}&hours=72").get_json()
+        points = body["by_model_version"][service.MODEL_VERSION]
+        assert [point["start"] for point in points] == sorted(point["start"] for point in points)
+        for point in points:
+            start = datetime.fromisoformat(point["start"].removesuffix("Z"))
+            ids = [i for i, at in made.items() if start <= at < start + length]
+            assert point["predictions"] == point["labelled"] == len(ids)
+            assert point["observed_positive_rate"] == pytest.approx(
+                np.mean([truth[i] for i in ids]), abs=1e-6
+            )
+            assert point["predicted_positive_rate"] == pytest.approx(
+                np.mean([proba[i] for i in ids]), abs=1e-6
+            )
+            both_classes = len({truth[i] for i in ids}) == 2
+            if both_classes:
+                exact = roc_auc_score([truth[i] for i in ids], [proba[i] for i in ids])
+                assert abs(point["roc_auc"] - exact) <= point["roc_auc_max_error"] + 1e-6
+            else:
+                assert point["roc_auc"] is None
+        assert sum(point["predictions"] for point in points) == len(PASSENGERS)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("every=week", "'every' must be one of ['hour', 'day']; got 'week'"),
+        ("every=hour&hours=401", "'hours' may be at most 400 with every=hour (400 points); got 401"),
+        ("every=day&hours=9601", "'hours' may be at most 9600 with every=day (400 points); got 9601"),
+        ("hours=0", "'hours' must be a positive number of hours; got '0'"),
+    ],
+)
+def test_series_refuses_bad_arguments(client, query, message):
+    response = client.get(f"/stats/series?{query}")
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}

@@ -3,57 +3,110 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import rankdata
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from monitoring import categories_seen, model_card, quality_metrics
+from aggregates import FINE_BINS, Histogram
+from monitoring import calibration, categories_seen, distribution, model_card
 from schema import Labels, RequestSchema
 
 
-def sums(truth, probas):
-    """What QUALITY_SQL returns for these rows: count, positives, and the sums it averages."""
-    clipped = np.clip(probas, 1e-15, 1 - 1e-15)
-    log_losses = -np.where(truth == 1, np.log(clipped), np.log(1 - clipped))
-    average_ranks = rankdata(probas)  # RANK() plus half the ties above it, as the SQL computes
-    return (
-        len(truth),
-        int(truth.sum()),
-        probas.mean(),
-        ((probas - truth) ** 2).mean(),
-        log_losses.mean(),
-        average_ranks[truth == 1].sum(),
-    )
+def histogram_of(truth, probas):
+    """The Histogram the triggers would build for these labelled rows (aggregates.bin_upsert)."""
+    bins = np.minimum((probas * FINE_BINS).astype(int), FINE_BINS - 1)
+    rows = []
+    for bin in np.unique(bins):
+        inside = bins == bin
+        positives = int(truth[inside].sum())
+        rows.append(
+            (
+                bin,
+                positives,
+                int(inside.sum()) - positives,
+                probas[inside].sum(),
+                probas[inside].min(),
+                probas[inside].max(),
+            )
+        )
+    return Histogram().add_rows(rows)
 
 
-@pytest.mark.parametrize("decimals", [2, 6])  # 2 decimals: many tied probabilities
-def test_metrics_from_the_sums_equal_scikit_learns(decimals):
-    rng = np.random.default_rng(decimals)
-    probas = rng.random(500).round(decimals)
-    truth = (rng.random(500) < probas).astype(int)
+def with_exact_probas(histogram, truth, probas, bins):
+    """What add_exact_probas reads from the table for `bins`."""
+    for bin in bins:
+        inside = np.minimum((probas * FINE_BINS).astype(int), FINE_BINS - 1) == bin
+        for proba in np.unique(probas[inside]):
+            same = inside & (probas == proba)
+            histogram.exact.setdefault(bin, {})[proba] = [
+                int(truth[same].sum()),
+                int((truth[same] == 0).sum()),
+            ]
+    return histogram
 
-    metrics = quality_metrics(*sums(truth, probas))
 
-    assert metrics["labelled"] == 500
-    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(truth, probas), abs=1e-6)
-    assert metrics["log_loss"] == pytest.approx(log_loss(truth, probas), abs=1e-6)
-    assert metrics["brier_score"] == pytest.approx(brier_score_loss(truth, probas), abs=1e-6)
-    assert metrics["observed_positive_rate"] == pytest.approx(truth.mean(), abs=1e-6)
+def labelled_rows(seed, size, spread=1.0):
+    rng = np.random.default_rng(seed)
+    probas = rng.random(size) * spread
+    return (rng.random(size) < probas).astype(int), probas
+
+
+def test_binned_auc_is_within_its_stated_bound_and_under_1e_4_for_spread_probas():
+    truth, probas = labelled_rows(1, 200_000)
+    auc, max_error = histogram_of(truth, probas).roc_auc()
+    assert abs(auc - roc_auc_score(truth, probas)) <= max_error
+    assert 0 < max_error < 1e-4
+
+
+@pytest.mark.parametrize("decimals", [2, 3])  # every bin holds one distinct proba: ties, known exactly
+def test_binned_auc_is_exact_when_no_bin_holds_two_distinct_probas(decimals):
+    truth, probas = labelled_rows(decimals, 5_000)
+    probas = probas.round(decimals)
+    auc, max_error = histogram_of(truth, probas).roc_auc()
+    assert max_error == 0
+    assert auc == pytest.approx(roc_auc_score(truth, probas), abs=1e-12)
+
+
+def test_reading_the_worst_bins_exactly_brings_the_error_under_the_target():
+    truth, probas = labelled_rows(3, 20_000, spread=0.0005)  # every proba in 5 bins: the worst case
+    histogram = histogram_of(truth, probas)
+    auc, max_error = histogram.roc_auc()
+    assert max_error > 0.05
+    worst = histogram.worst_bins(target=1e-4)
+    with_exact_probas(histogram, truth, probas, worst)
+    auc, max_error = histogram.roc_auc()
+    assert max_error <= 1e-4
+    assert abs(auc - roc_auc_score(truth, probas)) <= max(max_error, 1e-12)
+    with_exact_probas(histogram, truth, probas, range(FINE_BINS))
+    assert histogram.roc_auc() == (pytest.approx(roc_auc_score(truth, probas), abs=1e-12), 0)
 
 
 def test_auc_is_undefined_with_one_class_only():
     truth, probas = np.ones(5, dtype=int), np.linspace(0.1, 0.9, 5)
-    metrics = quality_metrics(*sums(truth, probas))
-    assert metrics["roc_auc"] is None
-    assert metrics["observed_positive_rate"] == 1.0
+    assert histogram_of(truth, probas).roc_auc() == (None, None)
 
 
 def test_all_ties_give_an_auc_of_one_half():
     truth, probas = np.array([1, 0, 0, 1]), np.full(4, 0.3)
-    assert quality_metrics(*sums(truth, probas))["roc_auc"] == 0.5
+    assert histogram_of(truth, probas).roc_auc() == (0.5, 0)
+
+
+def test_calibration_and_histogram_tables_add_up_the_bins():
+    truth, probas = labelled_rows(4, 10_000)
+    histogram = histogram_of(truth, probas)
+    table = calibration(histogram)
+    assert [row["from"] for row in table] == pytest.approx(np.arange(10) / 10)
+    for row in table:
+        inside = (probas >= row["from"]) & (probas < row["to"])
+        assert row["labelled"] == inside.sum()
+        assert row["mean_proba"] == pytest.approx(probas[inside].mean(), abs=1e-6)
+        assert row["observed_positive_rate"] == pytest.approx(truth[inside].mean(), abs=1e-6)
+    spread = distribution(histogram)
+    assert len(spread) == 20
+    assert sum(row["positives"] for row in spread) == truth.sum()
+    assert sum(row["negatives"] for row in spread) == (truth == 0).sum()
 
 
 def test_the_model_card_lists_features_categories_and_the_positive_class():

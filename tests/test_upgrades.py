@@ -5,6 +5,7 @@ stop start-up."""
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -21,8 +22,10 @@ from peewee import (
 )
 from playhouse.db_url import connect
 
+import aggregates
 from conftest import import_app
 from support import EXAMPLE_OBSERVATION
+from test_aggregates import assert_stats_equal_the_rows, assert_totals_match_the_rows, exact_quality
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -136,12 +139,12 @@ def test_an_old_table_is_upgraded_in_place_and_every_row_still_served(database_u
     server = live_server(database_url)
 
     found = 0 if old == "tutorial" else 1
-    assert f"upgraded the schema in place from version {found} to 2" in server.output()
+    assert f"upgraded the schema in place from version {found} to 3" in server.output()
     after = table_rows(database_url)
     assert len(after) == ROWS
     assert same_rows(before, after, database_url.startswith("postgresql"))
     versions = column_values(database_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(version,) for version in range(found + 1, 3)]
+    assert versions == [(version,) for version in range(found + 1, 4)]
     # A retry of an old id with the same observation answers the stored proba; another is a 409.
     for i in range(ROWS):
         retry = post(server, "/predict", {"id": i, "observation": observation(i)})
@@ -155,6 +158,46 @@ def test_an_old_table_is_upgraded_in_place_and_every_row_still_served(database_u
     assert labelled.json()["true_class"] == 1
     assert post(server, "/predict", {"id": 2**40, "observation": EXAMPLE_OBSERVATION}).status_code == 200
     assert len(table_rows(database_url)) == ROWS + 1
+    database = connect(database_url)
+    assert_totals_match_the_rows(database)  # filled by the upgrade, kept by the triggers since
+    database.close()
+
+
+@BOTH
+def test_an_upgrade_from_version_2_fills_the_running_totals_from_the_rows(database_url, live_server):
+    service = import_app(database_url)
+    rows = [
+        {
+            "observation_id": i,
+            "observation": "{}",
+            "proba": (i % 17) / 17,
+            "true_class": i % 3 % 2 if i % 4 else None,
+            "model_version": f"version_{i % 2}",
+            "created_at": service.utc_now() - timedelta(hours=i),
+        }
+        for i in range(200)
+    ]
+    service.Prediction.insert_many(rows).execute()
+    with service.DB.atomic():  # what version 2 had: no totals, no triggers
+        for trigger in aggregates.TRIGGER_NAMES:
+            on_table = "" if database_url.startswith("sqlite") else " ON prediction"
+            service.DB.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}{on_table}")
+        service.DB.execute_sql("DROP TABLE stats_hour")
+        service.DB.execute_sql("DROP TABLE stats_bin")
+        service.DB.execute_sql("UPDATE schema_version SET version = 2 WHERE version = 3")
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert "upgraded the schema in place from version 2 to 3" in server.output()
+    database = connect(database_url)
+    assert_totals_match_the_rows(database)
+    assert aggregates.installed(database, "prediction")
+    stats = requests.get(f"{server.base}/stats", timeout=30).json()
+    assert stats["overall"]["predictions"] == 200
+    for version in ("version_0", "version_1"):
+        assert_stats_equal_the_rows(stats["by_model_version"][version], exact_quality(database, version))
+    database.close()
 
 
 @BOTH
@@ -181,7 +224,11 @@ def test_instances_starting_together_on_an_old_database_upgrade_it_once(database
     logs = [server.output() for server in servers]
     assert sum("upgraded the schema in place" in log for log in logs) == 1
     assert sum("database:" in log for log in logs) == 1  # the others found nothing to do
-    assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [
+        (1,),
+        (2,),
+        (3,),
+    ]
     assert len(table_rows(database_url)) == ROWS
 
 
@@ -191,7 +238,40 @@ def test_the_upgrade_runs_once_and_then_is_a_no_op(database_url):
     for _ in range(2):
         service = import_app(database_url)
         service.DB.close_all()
-    assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [
+        (1,),
+        (2,),
+        (3,),
+    ]
+
+
+@BOTH
+def test_running_totals_dropped_by_hand_are_rebuilt_at_start_up(database_url, live_server):
+    service = import_app(database_url)
+    service.Prediction.insert_many(
+        [
+            {
+                "observation_id": i,
+                "observation": "{}",
+                "proba": i / 10,
+                "true_class": i % 2,
+                "model_version": "v",
+            }
+            for i in range(10)
+        ]
+    ).execute()
+    service.DB.execute_sql("DROP TABLE stats_bin")
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert "the running totals were missing and are rebuilt from the rows" in server.output()
+    database = connect(database_url)
+    assert_totals_match_the_rows(database)
+    database.close()
+    assert (
+        requests.get(f"{server.base}/stats", timeout=30).json()["overall"]["roc_auc"] == 0.6
+    )  # 15 of 25 pairs ranked right
 
 
 @POSTGRES
@@ -224,7 +304,7 @@ def test_a_failed_upgrade_changes_nothing_and_says_what_to_do(database_url):
         ),
         (
             "INSERT INTO schema_version VALUES (99, '2030-01-01', 'from the future')",
-            "newer than this code's 2",
+            "newer than this code's 3",
         ),
     ],
 )
@@ -243,6 +323,8 @@ def test_a_column_of_the_wrong_type_stops_start_up(tmp_path):
     service = import_app(url)
     service.DB.close_all()
     with sqlite3.connect(tmp_path / "typed.db") as conn:
+        for trigger in aggregates.SQLITE_TRIGGERS:  # SQLite won't drop a column its triggers use
+            conn.execute(f"DROP TRIGGER {trigger}")
         conn.execute("ALTER TABLE prediction DROP COLUMN model_version")
         conn.execute("ALTER TABLE prediction ADD COLUMN model_version BLOB")
     with pytest.raises(

@@ -1,0 +1,530 @@
+"""Running totals of the predictions table, kept by the database itself, so that /stats reads a
+few thousand small rows however many predictions there are.
+
+Contract:
+- Two tables, changed by triggers on `prediction` inside the same transaction as every INSERT,
+  UPDATE and DELETE (and TRUNCATE on PostgreSQL). They agree with the rows whoever writes them
+  (this service, a second /update correcting a label, an operator in psql), at any concurrency:
+  - `stats_hour` (model_version, hour): predictions, labelled, positives, and over the labelled
+    rows the sums of proba, squared error (Brier) and log loss; `sum_proba_all` over every row.
+  - `stats_bin` (level, period, model_version, bin): labelled positives and negatives whose proba
+    falls in the bin, their summed proba, and the smallest and largest proba the bin has held.
+    Levels: ALL (period 0), WEEK, DAY and HOUR with FINE_BINS bins of 1/10,000 (floor(proba *
+    10,000)), DAY_COARSE and HOUR_COARSE with COARSE_BINS bins of 1/100, for the time series.
+- A period counts whole hours, days or weeks (of 168 hours) since 1970-01-01 UTC to created_at.
+  Rows without created_at (the tutorial's table recorded none) are period -1 at every level: in
+  the whole history, never in a window.
+- `install(database)` creates both tables and the triggers, then fills the totals from the rows
+  already there; migrations.py calls it inside the upgrade's transaction (schema version 3).
+- `Histogram` holds one piece of stats_bin summed per bin; `roc_auc()` is the Mann-Whitney
+  statistic over its bins, ties counted as half, with `max_error`, the most it can differ from
+  the statistic over the rows: pairs in different bins are ordered exactly; only a positive and a
+  negative sharing a bin whose smallest and largest proba differ are unknown, and each such pair
+  counts 1/2 where the truth is 0, 1/2 or 1. So |binned - exact| <= sum(pos_b * neg_b) / (2 P N)
+  over those bins (with probas spread over 10,000 bins this is around 1e-5; /stats reports it).
+
+The read side (what /stats computes from these tables) is in monitoring.py.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from peewee import SqliteDatabase
+
+FINE_BINS = 10_000
+COARSE_BINS = 100
+ALL, WEEK, DAY, HOUR, DAY_COARSE, HOUR_COARSE = range(6)
+LEVELS = range(6)
+HOURS_IN = {WEEK: 168, DAY: 24, HOUR: 1}  # a period's length at each level
+FINER = {WEEK: DAY, DAY: HOUR}
+UNKNOWN_PERIOD = -1  # the hour and day of a row without created_at
+EPOCH = datetime(1970, 1, 1)  # naive UTC, as the table's timestamps are
+CLIP = 2.220446049250313e-16  # log loss clips probas to [CLIP, 1 - CLIP], as scikit-learn does (float64 eps)
+
+TABLES = """
+CREATE TABLE stats_hour (
+    model_version VARCHAR(16) NOT NULL,
+    hour BIGINT NOT NULL,
+    predictions BIGINT NOT NULL,
+    labelled BIGINT NOT NULL,
+    positives BIGINT NOT NULL,
+    sum_proba_all DOUBLE PRECISION NOT NULL,
+    sum_proba DOUBLE PRECISION NOT NULL,
+    sum_squared_error DOUBLE PRECISION NOT NULL,
+    sum_log_loss DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (model_version, hour)
+);
+CREATE TABLE stats_bin (
+    level INTEGER NOT NULL,
+    period BIGINT NOT NULL,
+    model_version VARCHAR(16) NOT NULL,
+    bin INTEGER NOT NULL,
+    positives INTEGER NOT NULL,
+    negatives INTEGER NOT NULL,
+    sum_proba DOUBLE PRECISION NOT NULL,
+    min_proba DOUBLE PRECISION NOT NULL,
+    max_proba DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (level, period, model_version, bin)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the two backends' SQL, as expressions over a row alias `r`."""
+
+    seconds: str  # created_at as whole seconds since 1970, or NULL
+    divide: str  # {seconds} divided by {length}, rounded down
+    fine_bin: str
+    least: str
+    greatest: str
+
+
+SQLITE = Dialect(
+    seconds="CAST(strftime('%s', r.created_at) AS INTEGER)",
+    divide="{seconds} / {length}",
+    fine_bin=f"MIN(MAX(CAST(r.proba * {FINE_BINS} AS INTEGER), 0), {FINE_BINS - 1})",
+    least="MIN",
+    greatest="MAX",
+)
+POSTGRESQL = Dialect(
+    seconds="EXTRACT(EPOCH FROM r.created_at)",
+    divide="FLOOR({seconds} / {length})::bigint",
+    fine_bin=f"LEAST(GREATEST(FLOOR(r.proba * {FINE_BINS})::int, 0), {FINE_BINS - 1})",
+    least="LEAST",
+    greatest="GREATEST",
+)
+
+
+def hour_start(hour):
+    return EPOCH + timedelta(hours=hour)
+
+
+def period(dialect, level):
+    """The SQL for the period of row `r` at `level` (-1 when it has no created_at)."""
+    if level == ALL:
+        return "0"
+    hours = HOURS_IN[{DAY_COARSE: DAY, HOUR_COARSE: HOUR}.get(level, level)]
+    return f"COALESCE({dialect.divide.format(seconds=dialect.seconds, length=hours * 3600)}, -1)"
+
+
+def dialect_of(database):
+    return SQLITE if isinstance(database, SqliteDatabase) else POSTGRESQL
+
+
+# The totals' changes for the rows of `source`: a subquery with the columns model_version,
+# created_at, proba, true_class and sign (+1 for a row that arrives, -1 for one that leaves).
+def hour_upsert(dialect, source):
+    labelled = "(CASE WHEN r.true_class IS NULL THEN 0 ELSE 1 END)"
+    outcome = "(CASE WHEN r.true_class = 1 THEN 1 ELSE 0 END)"
+    clipped = f"{dialect.least}({dialect.greatest}(r.proba, {CLIP}), 1 - {CLIP})"
+    log_loss = f"(CASE WHEN r.true_class = 1 THEN -LN({clipped}) ELSE -LN(1 - {clipped}) END)"
+    sums = [
+        "predictions",
+        "labelled",
+        "positives",
+        "sum_proba_all",
+        "sum_proba",
+        "sum_squared_error",
+        "sum_log_loss",
+    ]
+    return f"""
+INSERT INTO stats_hour (model_version, hour, {", ".join(sums)})
+SELECT r.model_version, {period(dialect, HOUR)}, SUM(r.sign), SUM(r.sign * {labelled}),
+       SUM(r.sign * {outcome} * {labelled}), SUM(r.sign * r.proba), SUM(r.sign * r.proba * {labelled}),
+       SUM(r.sign * {labelled} * (r.proba - {outcome}) * (r.proba - {outcome})),
+       SUM(r.sign * {labelled} * {log_loss})
+FROM {source} WHERE true
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (model_version, hour) DO UPDATE SET
+{", ".join(f"{name} = stats_hour.{name} + excluded.{name}" for name in sums)}"""
+
+
+def bin_upsert(dialect, source):
+    """Each labelled row counts in one bin of every level. Rows are written in key order, so two
+    transactions that share cells take their locks in the same order (no deadlock)."""
+    periods = " ".join(f"WHEN {level} THEN {period(dialect, level)}" for level in LEVELS)
+    bin = f"CASE WHEN l.level < {DAY_COARSE} THEN {dialect.fine_bin} ELSE {dialect.fine_bin} / {FINE_BINS // COARSE_BINS} END"  # noqa: E501
+    levels = " UNION ALL ".join(f"SELECT {level} AS level" for level in LEVELS)
+    return f"""
+INSERT INTO stats_bin
+    (level, period, model_version, bin, positives, negatives, sum_proba, min_proba, max_proba)
+SELECT l.level, CASE l.level {periods} END, r.model_version, {bin},
+       SUM(CASE WHEN r.true_class = 1 THEN r.sign ELSE 0 END),
+       SUM(CASE WHEN r.true_class = 1 THEN 0 ELSE r.sign END), SUM(r.sign * r.proba),
+       MIN(CASE WHEN r.sign > 0 THEN r.proba ELSE 2 END), MAX(CASE WHEN r.sign > 0 THEN r.proba ELSE -1 END)
+FROM {source} CROSS JOIN ({levels}) AS l WHERE r.true_class IS NOT NULL
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (level, period, model_version, bin) DO UPDATE SET
+positives = stats_bin.positives + excluded.positives, negatives = stats_bin.negatives + excluded.negatives,
+sum_proba = stats_bin.sum_proba + excluded.sum_proba,
+min_proba = {dialect.least}(stats_bin.min_proba, excluded.min_proba),
+max_proba = {dialect.greatest}(stats_bin.max_proba, excluded.max_proba)"""
+
+
+def changes(dialect, source):
+    return [hour_upsert(dialect, source), bin_upsert(dialect, source)]
+
+
+def row_source(*rows):
+    """A subquery of trigger rows: ("NEW", 1), ("OLD", -1)."""
+    selects = " UNION ALL ".join(
+        f"SELECT {name}.model_version AS model_version, {name}.created_at AS created_at, "
+        f"{name}.proba AS proba, {name}.true_class AS true_class, {sign} AS sign"
+        for name, sign in rows
+    )
+    return f"({selects}) AS r"
+
+
+def table_source(table, sign):
+    return f"(SELECT model_version, created_at, proba, true_class, {sign} AS sign FROM {table}) AS r"
+
+
+# What a change to a row's label, proba, version or time must move; updated_at alone moves nothing.
+COUNTED_COLUMNS = ("true_class", "proba", "model_version", "created_at")
+
+
+SQLITE_TRIGGERS = {"stats_on_insert", "stats_on_labelled_insert", "stats_on_update", "stats_on_delete"}
+POSTGRESQL_TRIGGERS = {"stats_on_insert", "stats_on_update", "stats_on_delete", "stats_on_truncate"}
+TRIGGER_NAMES = sorted(SQLITE_TRIGGERS | POSTGRESQL_TRIGGERS)
+
+
+def sqlite_triggers(table):
+    """Row by row (SQLite has no statement triggers). A new row moves its hour's counts, and its
+    bins only when it arrives labelled, so /predict's inserts skip the bins' statement."""
+    changed = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in COUNTED_COLUMNS)
+
+    def trigger(name, event, rows, statements, when=""):
+        body = ";\n".join(statements(SQLITE, row_source(*rows)))
+        return f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {when} BEGIN {body}; END"
+
+    def hours_only(dialect, source):
+        return [hour_upsert(dialect, source)]
+
+    def bins_only(dialect, source):
+        return [bin_upsert(dialect, source)]
+
+    return [
+        trigger("stats_on_insert", "INSERT", [("NEW", 1)], hours_only),
+        trigger(
+            "stats_on_labelled_insert", "INSERT", [("NEW", 1)], bins_only, "WHEN NEW.true_class IS NOT NULL"
+        ),
+        trigger("stats_on_update", "UPDATE", [("OLD", -1), ("NEW", 1)], changes, f"WHEN {changed}"),
+        trigger("stats_on_delete", "DELETE", [("OLD", -1)], changes),
+    ]
+
+
+def postgresql_triggers(table):
+    """Inserts and deletes are counted once per statement (a /predict batch is one upsert of its
+    hour), updates once per row, and only when a counted column changed."""
+    changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in COUNTED_COLUMNS)
+
+    def function(name, statements, returns="NULL"):
+        body = ";\n".join(statements)
+        return f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}; RETURN {returns}; END $$"  # noqa: E501
+
+    return [
+        function("stats_on_insert", changes(POSTGRESQL, table_source("arrived", 1))),
+        function("stats_on_update", changes(POSTGRESQL, row_source(("OLD", -1), ("NEW", 1)))),
+        function("stats_on_delete", changes(POSTGRESQL, table_source("departed", -1))),
+        function("stats_on_truncate", ["TRUNCATE stats_hour, stats_bin"]),
+        f"CREATE TRIGGER stats_on_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS arrived "
+        "FOR EACH STATEMENT EXECUTE FUNCTION stats_on_insert()",
+        f"CREATE TRIGGER stats_on_update AFTER UPDATE ON {table} FOR EACH ROW WHEN ({changed}) "
+        "EXECUTE FUNCTION stats_on_update()",
+        f"CREATE TRIGGER stats_on_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS departed "
+        "FOR EACH STATEMENT EXECUTE FUNCTION stats_on_delete()",
+        f"CREATE TRIGGER stats_on_truncate AFTER TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION stats_on_truncate()",
+    ]
+
+
+def install(database, table):
+    """Create the totals' tables and triggers and fill them from the rows already in `table`.
+    They hold nothing but what the rows say, so any left from before are dropped and rebuilt."""
+    dialect = dialect_of(database)
+    for name in TRIGGER_NAMES:
+        on_table = "" if dialect is SQLITE else f" ON {table}"
+        database.execute_sql(f"DROP TRIGGER IF EXISTS {name}{on_table}")
+    database.execute_sql("DROP TABLE IF EXISTS stats_hour")
+    database.execute_sql("DROP TABLE IF EXISTS stats_bin")
+    for statement in TABLES.split(";"):
+        # SQLite: stored in key order, so a period's bins are read in one sweep, not row by row.
+        database.execute_sql(statement + (" WITHOUT ROWID" if dialect is SQLITE else ""))
+    # For the rows of a bin, when ROC AUC needs their exact probas (add_exact_probas).
+    database.execute_sql(
+        f"CREATE INDEX IF NOT EXISTS {table}_labelled_proba ON {table} (proba) WHERE true_class IS NOT NULL"
+    )
+    for statement in changes(dialect, table_source(table, 1)):
+        database.execute_sql(statement)
+    triggers = sqlite_triggers(table) if dialect is SQLITE else postgresql_triggers(table)
+    for statement in triggers:
+        database.execute_sql(statement)
+
+
+def installed(database, table):
+    """Whether the totals' tables and every trigger that keeps them are there."""
+    if dialect_of(database) is SQLITE:
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?"
+    else:
+        query = "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal"
+    found = {name for (name,) in database.execute_sql(query, (table,)).fetchall()}
+    wanted = SQLITE_TRIGGERS if dialect_of(database) is SQLITE else POSTGRESQL_TRIGGERS
+    return wanted <= found and database.table_exists("stats_hour") and database.table_exists("stats_bin")
+
+
+# Reading: a histogram of labelled probas, per bin, and what it says about ranking.
+class Histogram:
+    """Per fine bin: positives, negatives, sum of proba, smallest and largest proba (numpy arrays);
+    and for some bins the rows' exact probas: {bin: {proba: [positives, negatives]}}."""
+
+    def __init__(self, bins=FINE_BINS):
+        self.positives = np.zeros(bins, dtype=np.int64)
+        self.negatives = np.zeros(bins, dtype=np.int64)
+        self.sum_proba = np.zeros(bins)
+        self.low = np.full(bins, 2.0)  # no proba yet: low > high
+        self.high = np.full(bins, -1.0)
+        self.exact = {}
+
+    def add_rows(self, rows):
+        """rows: (bin, positives, negatives, sum_proba, min_proba, max_proba), one per bin."""
+        if not rows:
+            return self
+        bins, pos, neg, sum_proba, low, high = np.array(rows, dtype=float).T
+        bins = bins.astype(np.int64)
+        self.positives[bins] += pos.astype(np.int64)
+        self.negatives[bins] += neg.astype(np.int64)
+        self.sum_proba[bins] += sum_proba
+        self.low[bins] = np.minimum(self.low[bins], low)
+        self.high[bins] = np.maximum(self.high[bins], high)
+        return self
+
+    def merge(self, other, sign=1):
+        self.positives += sign * other.positives
+        self.negatives += sign * other.negatives
+        self.sum_proba += sign * other.sum_proba
+        if sign < 0:  # subtracting a piece: extremes stay (a bin's only widen), exact bins aren't kept
+            return self
+        np.minimum(self.low, other.low, out=self.low)
+        np.maximum(self.high, other.high, out=self.high)
+        for bin, probas in other.exact.items():
+            mine = self.exact.setdefault(bin, {})
+            for proba, (pos, neg) in probas.items():
+                counts = mine.setdefault(proba, [0, 0])
+                counts[0] += pos
+                counts[1] += neg
+        return self
+
+    def unknown_pairs(self):
+        """Per bin, the positive-negative pairs whose order the counts alone don't tell."""
+        unknown = np.where(self.low < self.high, self.positives * self.negatives, 0)
+        unknown[list(self.exact)] = 0
+        return unknown
+
+    def roc_auc(self):
+        """(ROC AUC, max_error), or (None, None) without both classes; see the module docstring."""
+        positives, negatives = int(self.positives.sum()), int(self.negatives.sum())
+        if not positives or not negatives:
+            return None, None
+        below = np.cumsum(self.negatives) - self.negatives  # negatives in the bins below each bin
+        ranked = self.positives * (below + self.negatives / 2)
+        for bin, probas in self.exact.items():
+            ranked[bin] = ranked_within(probas, int(below[bin]))
+        pairs = positives * negatives
+        return float(ranked.sum()) / pairs, float(self.unknown_pairs().sum()) / 2 / pairs
+
+    def worst_bins(self, target):
+        """The bins whose exact probas would bring max_error down to `target`, worst first."""
+        allowed = 2 * target * int(self.positives.sum()) * int(self.negatives.sum())
+        unknown = self.unknown_pairs()
+        order = np.argsort(-unknown, kind="stable")
+        left_after = unknown.sum() - np.cumsum(unknown[order])  # unknown pairs left once these are read
+        needed = int(np.searchsorted(-left_after, -allowed)) + 1 if unknown.sum() > allowed else 0
+        return [int(bin) for bin in order[:needed]]
+
+    def rolled_up(self, groups):
+        """(positives, negatives, sum_proba), each summed into `groups` groups of bins."""
+        return tuple(
+            column.reshape(groups, -1).sum(axis=1)
+            for column in (self.positives, self.negatives, self.sum_proba)
+        )
+
+
+def ranked_within(probas, negatives_below):
+    """Pairs ordered right (ties as half) for the positives among rows of exactly known probas."""
+    ranked = 0
+    for proba in sorted(probas):
+        pos, neg = probas[proba]
+        ranked += pos * (negatives_below + neg / 2)
+        negatives_below += neg
+    return ranked
+
+
+def add_exact_probas(database, table, histograms, first_hour, target, most_rows):
+    """Read the rows of the bins that leave ROC AUC's max_error above `target` (in any of
+    `histograms`, {model_version: Histogram}, or in all of them together), worst bins first and at
+    most `most_rows` rows in all, through the index on the labelled rows' proba."""
+    overall = Histogram()
+    for histogram in histograms.values():
+        overall.merge(histogram)
+    wanted = dict.fromkeys(overall.worst_bins(target))
+    for histogram in histograms.values():
+        wanted.update(dict.fromkeys(histogram.worst_bins(target)))
+    dialect, param = dialect_of(database), database.param
+    window = "" if first_hour is None else f"AND created_at >= {param}"
+    unknown, rows_read = overall.unknown_pairs(), 0
+    for bin in sorted(wanted, key=lambda bin: -unknown[bin]):
+        rows_read += int(overall.positives[bin] + overall.negatives[bin])
+        if rows_read > most_rows:
+            break
+        query = f"""SELECT model_version, proba, SUM(CASE WHEN true_class = 1 THEN 1 ELSE 0 END),
+                           SUM(CASE WHEN true_class = 1 THEN 0 ELSE 1 END)
+                    FROM {table} AS r
+                    WHERE true_class IS NOT NULL AND proba >= {param} AND proba < {param}
+                          AND {dialect.fine_bin} = {param} {window}
+                    GROUP BY model_version, proba"""
+        low, high = (bin - 1) / FINE_BINS, (bin + 2) / FINE_BINS  # wide enough; the bin test decides
+        params = (low, high, bin) + (() if first_hour is None else (hour_start(first_hour),))
+        for version, proba, pos, neg in database.execute_sql(query, params).fetchall():
+            histograms[version].exact.setdefault(bin, {})[proba] = [int(pos), int(neg)]
+
+
+def snapshot(database):
+    """A read-only transaction whose queries all see the same committed state, without blocking
+    writers: PostgreSQL's REPEATABLE READ; on SQLite a deferred transaction (in WAL mode)."""
+    if dialect_of(database) is SQLITE:
+        return database.atomic(lock_type="DEFERRED")
+    return database.atomic(isolation_level="REPEATABLE READ READ ONLY")
+
+
+HOUR_COLUMNS = (
+    "predictions", "labelled", "positives", "sum_proba_all", "sum_proba", "sum_squared_error", "sum_log_loss",
+)  # fmt: skip
+
+
+def hour_totals(database, first_hour=None):
+    """[(model_version, hour, {column: total})] from `first_hour` on (None: every hour)."""
+    where, params = ("", ()) if first_hour is None else (f"WHERE hour >= {database.param}", (first_hour,))
+    query = f"SELECT model_version, hour, {', '.join(HOUR_COLUMNS)} FROM stats_hour {where}"
+    return [
+        (version, int(hour), dict(zip(HOUR_COLUMNS, (float(v) for v in values), strict=True)))
+        for version, hour, *values in database.execute_sql(query, params).fetchall()
+    ]
+
+
+FOREVER = 2**62  # a period later than any row's
+
+
+def piece(database, level, first, last, versions):
+    """{model_version: Histogram} of stats_bin's `level` over periods first..last."""
+    param = database.param
+    if first == last:  # one period: its cells are already one per bin
+        query = f"""SELECT bin, positives, negatives, sum_proba, min_proba, max_proba FROM stats_bin
+                    WHERE level = {param} AND period = {param} AND model_version = {param}"""
+        params = (level, first)
+    else:
+        query = f"""SELECT bin, SUM(positives), SUM(negatives), SUM(sum_proba), MIN(min_proba), MAX(max_proba)
+                    FROM stats_bin
+                    WHERE level = {param} AND period BETWEEN {param} AND {param} AND model_version = {param}
+                    GROUP BY bin"""
+        params = (level, first, last)
+    # One query per version: a version's name repeated on every row would cost more than the cells.
+    return {
+        version: Histogram().add_rows(database.execute_sql(query, (*params, version)).fetchall())
+        for version in versions
+    }
+
+
+QUERY_COST = 500  # what one more query costs, in cells read
+
+
+def histograms_since(database, first_hour, labelled):
+    """{model_version: Histogram} of the labelled rows whose hour is `first_hour` or later, read
+    from the pieces that hold fewest cells: weeks, days and hours of the window, each edge either
+    added up from finer periods or taken as a whole minus its other side; or everything minus
+    the periods before the window. `labelled` ({(model_version, hour): labelled}) sizes them."""
+    labelled_in = {level: {} for level in HOURS_IN}
+    for (version, hour), count in labelled.items():
+        for level, hours in HOURS_IN.items():
+            key = version, hour // hours if hour >= 0 else UNKNOWN_PERIOD
+            labelled_in[level][key] = labelled_in[level].get(key, 0) + count
+    in_all = {}
+    for (version, _), count in labelled.items():
+        in_all[version, 0] = in_all.get((version, 0), 0) + count
+    labelled_in[ALL] = in_all
+
+    def cells(level, first, last):
+        """{model_version: cells} the piece would read, for the versions with any."""
+        found = {}
+        for (version, period), count in labelled_in[level].items():
+            if first <= period <= last and count:
+                found[version] = found.get(version, 0) + min(count, FINE_BINS)
+        return found
+
+    def cost(pieces):
+        return sum(sum(cells(*piece[:3]).values()) + QUERY_COST * len(cells(*piece[:3])) for piece in pieces)
+
+    week = first_hour // HOURS_IN[WEEK]
+    inside = [*tail(WEEK, first_hour, cost), (WEEK, week + 1, FOREVER, 1)]
+    outside = [(ALL, 0, 0, 1), (WEEK, UNKNOWN_PERIOD, week - 1, -1), *negated(head(WEEK, first_hour, cost))]
+    histograms = {}
+    for level, first, last, sign in min(inside, outside, key=cost):
+        for version, histogram in piece(database, level, first, last, cells(level, first, last)).items():
+            histograms.setdefault(version, Histogram()).merge(histogram, sign)
+    return histograms
+
+
+def tail(level, first_hour, cost):
+    """Pieces (level, first period, last period, sign) for the hours of `level`'s period that
+    holds first_hour, from first_hour on."""
+    period, hours = first_hour // HOURS_IN[level], HOURS_IN[level]
+    if first_hour % hours == 0:
+        return [(level, period, period, 1)]
+    finer = FINER[level]
+    child, first_child, last_child = child_periods(level, first_hour)
+    later = [(finer, child + 1, last_child, 1)] if child < last_child else []
+    earlier = [(finer, first_child, child - 1, -1)] if child > first_child else []
+    added_up = [*later, *tail(finer, first_hour, cost)]
+    whole_minus = [(level, period, period, 1), *earlier, *negated(head(finer, first_hour, cost))]
+    return min(added_up, whole_minus, key=cost)
+
+
+def head(level, first_hour, cost):
+    """Pieces for the hours of `level`'s period that holds first_hour, before first_hour."""
+    period, hours = first_hour // HOURS_IN[level], HOURS_IN[level]
+    if first_hour % hours == 0:
+        return []
+    finer = FINER[level]
+    child, first_child, last_child = child_periods(level, first_hour)
+    earlier = [(finer, first_child, child - 1, 1)] if child > first_child else []
+    later = [(finer, child + 1, last_child, -1)] if child < last_child else []
+    added_up = [*earlier, *head(finer, first_hour, cost)]
+    whole_minus = [(level, period, period, 1), *later, *negated(tail(finer, first_hour, cost))]
+    return min(added_up, whole_minus, key=cost)
+
+
+def child_periods(level, hour):
+    """The finer level's period holding `hour`, and the first and last inside `level`'s period."""
+    per_child = HOURS_IN[FINER[level]]
+    first = hour // HOURS_IN[level] * HOURS_IN[level] // per_child
+    return hour // per_child, first, first + HOURS_IN[level] // per_child - 1
+
+
+def negated(pieces):
+    return [(level, first, last, -sign) for level, first, last, sign in pieces]
+
+
+def whole_history_histograms(database, versions):
+    return piece(database, ALL, 0, 0, versions)
+
+
+def series_histograms(database, every_day, first_period):
+    """{(model_version, period): Histogram} on the coarse bins, from `first_period` on."""
+    level = DAY_COARSE if every_day else HOUR_COARSE
+    query = f"""SELECT model_version, period, bin, positives, negatives, sum_proba, min_proba, max_proba
+                FROM stats_bin WHERE level = {database.param} AND period >= {database.param}"""
+    rows = {}
+    for version, period, *cell in database.execute_sql(query, (level, first_period)).fetchall():
+        rows.setdefault((version, int(period)), []).append(cell)
+    return {key: Histogram(COARSE_BINS).add_rows(cells) for key, cells in rows.items()}
