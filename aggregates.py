@@ -268,6 +268,8 @@ def install(database, table):
     triggers = sqlite_triggers(table) if dialect is SQLITE else postgresql_triggers(table)
     for statement in triggers:
         database.execute_sql(statement)
+    if dialect is POSTGRESQL:  # planner statistics for the filled tables, before autovacuum's own
+        database.execute_sql("ANALYZE stats_hour, stats_bin")
 
 
 def installed(database, table):
