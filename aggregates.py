@@ -370,13 +370,17 @@ def ranked_within(probas, negatives_below):
     return ranked
 
 
-def add_exact_probas(database, table, histograms, first_hour, target, most_rows):
+def add_exact_probas(database, table, histograms, first_hour, target, most_rows, exact_up_to_rows):
     """Read the rows of the bins that leave ROC AUC's max_error above `target` (in any of
     `histograms`, {model_version: Histogram}, or in all of them together), worst bins first and at
-    most `most_rows` rows in all, through the index on the labelled rows' proba."""
+    most `most_rows` rows in all, through the index on the labelled rows' proba. When every bin
+    that leaves any doubt holds `exact_up_to_rows` rows or fewer in all, read them all: exact."""
     overall = Histogram()
     for histogram in histograms.values():
         overall.merge(histogram)
+    doubtful = overall.unknown_pairs() > 0
+    if (overall.positives[doubtful] + overall.negatives[doubtful]).sum() <= exact_up_to_rows:
+        target = 0.0
     wanted = dict.fromkeys(overall.worst_bins(target))
     for histogram in histograms.values():
         wanted.update(dict.fromkeys(histogram.worst_bins(target)))

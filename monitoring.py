@@ -8,9 +8,10 @@ Contract:
 - `stats_report(database, table, hours, now)`: predictions served and labelled since the start
   of the hour holding `now - hours` (of the day, for windows over 48 hours; the whole history
   when hours is None), overall and per model_version; on the labelled ones ROC AUC (with the
-  most it can be off, `roc_auc_max_error`, at most 1e-4 unless that would take reading over
-  MOST_ROWS_READ rows), log loss, Brier score, the predicted vs observed positive rate, the
-  calibration table and the histogram of probabilities by true class.
+  most it can be off, `roc_auc_max_error`: 0 when the doubtful bins hold EXACT_UP_TO_ROWS rows
+  or fewer, else at most 1e-4 unless that would take reading over MOST_ROWS_READ rows), log
+  loss, Brier score, the predicted vs observed positive rate, the calibration table and the
+  histogram of probabilities by true class.
 - `series_report(database, every, hours, now)`: the same figures (no tables) per hour or day.
 Both read aggregates.py's running totals in one snapshot, so their figures agree with each other
 and with the rows at one moment, and cost the same on ten rows or ten million. Nothing here
@@ -71,6 +72,7 @@ def model_card(pipeline, schema, labels, pipeline_sha256, training_meta):
 # the running totals that aggregates.py keeps (never from the predictions themselves).
 AUC_MAX_ERROR = 1e-4  # read exact probas for the bins that would leave ROC AUC less sure than this
 MOST_ROWS_READ = 100_000  # ... but never more rows than this per call
+EXACT_UP_TO_ROWS = 10_000  # and when the doubtful bins hold no more rows than this, read them all
 CALIBRATION_BINS = 10
 HISTOGRAM_BINS = 20
 
@@ -108,7 +110,9 @@ def stats_report(database, table, hours, now):
             histograms = aggregates.whole_history_histograms(database, versions)
         else:
             histograms = aggregates.histograms_since(database, first_hour, labelled)
-        aggregates.add_exact_probas(database, table, histograms, first_hour, AUC_MAX_ERROR, MOST_ROWS_READ)
+        aggregates.add_exact_probas(
+            database, table, histograms, first_hour, AUC_MAX_ERROR, MOST_ROWS_READ, EXACT_UP_TO_ROWS
+        )
     totals = {}
     for version, hour, sums in every_hour:
         if first_hour is None or hour >= first_hour:
