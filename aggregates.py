@@ -309,12 +309,10 @@ class Histogram:
         self.high[bins] = np.maximum(self.high[bins], high)
         return self
 
-    def merge(self, other, sign=1):
-        self.positives += sign * other.positives
-        self.negatives += sign * other.negatives
-        self.sum_proba += sign * other.sum_proba
-        if sign < 0:  # subtracting a piece: extremes stay (a bin's only widen), exact bins aren't kept
-            return self
+    def merge(self, other):
+        self.positives += other.positives
+        self.negatives += other.negatives
+        self.sum_proba += other.sum_proba
         np.minimum(self.low, other.low, out=self.low)
         np.maximum(self.high, other.high, out=self.high)
         for bin, probas in other.exact.items():
@@ -536,7 +534,8 @@ def histograms_since(database, first_hour, labelled):
         return found
 
     def cost(pieces):
-        return sum(sum(cells(*piece[:3]).values()) + QUERY_COST * len(cells(*piece[:3])) for piece in pieces)
+        read = [cells(level, first, last) for level, first, last, _ in pieces]
+        return sum(sum(per_version.values()) + QUERY_COST * len(per_version) for per_version in read)
 
     week = first_hour // HOURS_IN[WEEK]
     inside = [*tail(WEEK, first_hour, cost), (WEEK, week + 1, FOREVER, 1)]
