@@ -18,6 +18,7 @@ run: $(PROD_VENV)/.installed
 test: $(DEV_VENV)/.installed
 	scripts/ensure-postgres
 	scripts/ensure-containers
+	scripts/ensure-browser
 	$(MAKE) lint
 	$(DEV_VENV)/bin/pytest
 

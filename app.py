@@ -18,27 +18,32 @@ The wire contract (JSON in, JSON out):
     GET /stats?hours=24 (served, labelled, ROC AUC, log loss, Brier score, calibration and
         histogram, overall and per model_version; from running totals, in milliseconds)
     GET /stats/series?every=day&hours=720 (the same per hour or day, per model_version)
+    GET /  (a browser: the owner's page, templates/index.html; any other client: a JSON index)
+    GET /metrics (Prometheus' text format), /openapi.json (OpenAPI 3.1, built from the artifacts)
 
 Every error is {"error": "<what is wrong, what was expected, what arrived>"} with an honest
-status: 400 malformed, 401 bad token (WRITE_TOKEN, LIST_DB_TOKEN), 404 unknown id or route, 405
-wrong method, 409 id already used for another observation, 413 body too large, 415 not JSON,
-422 the model cannot score the observation, 429 too many monitoring requests at once, 500 a bug
-(logged), 503 the database is unavailable (retry later) or refuses writes (read-only, permission
-denied, full: the message says what the operator must do).
+status: 400 malformed, 401 bad token (WRITE_TOKEN, LIST_DB_TOKEN, MONITORING_TOKEN), 404 unknown
+id or route, 405 wrong method, 409 id already used for another observation, 413 body too large,
+415 not JSON, 422 the model cannot score the observation, 429 too many monitoring requests at
+once, 500 a bug (logged), 503 the database is unavailable (retry later) or refuses writes
+(read-only, permission denied, full: the message says what the operator must do).
 
 The request path reads top to bottom here; every other concern has a module of its own
 (schema, artifacts, database, migrations, aggregates, batching, coalescing, monitoring,
-request_limits), which app.py
+owner_page, metrics, openapi, request_limits), which app.py
 hands what it needs; gunicorn.conf.py runs it with buffering_worker's worker class.
 """
 
+import base64
+import binascii
 import hmac
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, request, stream_with_context
+from flask import Flask, Response, g, jsonify, render_template, request, stream_with_context
 from peewee import BigIntegerField, CharField, DateTimeField, DoubleField, IntegerField, Model, TextField
 from playhouse.db_url import connect
 from playhouse.shortcuts import model_to_dict
@@ -46,8 +51,11 @@ from werkzeug.exceptions import HTTPException
 
 import artifacts
 import database
+import metrics
 import migrations
 import monitoring
+import openapi
+import owner_page
 import request_limits
 import schema
 from batching import MicroBatcher
@@ -60,6 +68,7 @@ ARTIFACTS_DIR = Path(os.environ.get("ARTIFACTS_DIR") or Path(__file__).parent)
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES") or 1_000_000)
 LIST_DB_TOKEN = os.environ.get("LIST_DB_TOKEN", "")
 WRITE_TOKEN = os.environ.get("WRITE_TOKEN", "")  # when set, /predict and /update require it
+MONITORING_TOKEN = os.environ.get("MONITORING_TOKEN", "")  # when set, /, /stats and /metrics require it
 UPDATE_RETURNS_OBSERVATION = os.environ.get("UPDATE_RETURNS_OBSERVATION", "1") != "0"
 MAX_STRING_CHARS = int(os.environ.get("MAX_STRING_CHARS") or 1000)  # per string feature
 DB_TIMEOUT_SECONDS = int(os.environ.get("DB_TIMEOUT_SECONDS") or 5)
@@ -133,6 +142,7 @@ artifacts.check_columns_against_pipeline(COLUMNS, PIPELINE)
 SCHEMA = schema.RequestSchema(COLUMNS, DTYPES, MAX_STRING_CHARS)  # what /predict accepts
 LABELS = schema.Labels(PIPELINE.classes_)  # negative first; predict_proba's second column is positive
 MODEL_CARD = monitoring.model_card(PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META)
+OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, MAX_BODY_BYTES)
 
 
 # Scoring and storing, a batch at a time: requests that arrive together share one
@@ -188,6 +198,7 @@ def store(scored):
     rows.sort(key=lambda row: row["observation_id"])
     inserted = Prediction.insert_many(rows).on_conflict_ignore().as_rowcount().execute()
     DB_FAULTS.succeeded()
+    metrics.PREDICTIONS.labels(MODEL_VERSION).inc(inserted)
     if inserted == len(rows):  # the usual case: every id was new, and what we wrote is stored
         return {row["observation_id"]: (row["observation"], row["proba"]) for row in rows}
     ids = [row["observation_id"] for row in rows]
@@ -210,6 +221,7 @@ def answer(obs, stored):
 
 def predict_batch(observations):
     """Score and store a batch; one response body or ApiError per observation, in order."""
+    metrics.BATCH_SIZES.observe(len(observations))
     results = score(observations)
     pairs = list(zip(observations, results, strict=True))
     scored = [(obs, proba) for obs, proba in pairs if not isinstance(proba, ApiError)]
@@ -229,6 +241,18 @@ app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 app.config["DEBUG"] = False  # Flask would take FLASK_DEBUG from the environment; only `python app.py` may
 
 
+@app.before_request
+def start_clock():
+    g.started = time.perf_counter()
+
+
+@app.after_request
+def count_request(response):
+    route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded labels, whatever the URL
+    metrics.request_answered(route, request.method, response.status_code, time.perf_counter() - g.started)
+    return response
+
+
 @app.teardown_request
 def give_back_connection(exc):
     # teardown runs even when the view raised, so no connection leaks from the pool.
@@ -246,6 +270,26 @@ def require_token(token, name):
     sent = request.headers.get("Authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
         raise ApiError(401, f"send the header 'Authorization: Bearer <{name}>'")
+
+
+def require_monitoring_token():
+    """When MONITORING_TOKEN is set: 'Authorization: Bearer <token>', or HTTP Basic with the token
+    as the password (any user name), which is what a browser asks for when told so."""
+    if not MONITORING_TOKEN:
+        return
+    sent = request.headers.get("Authorization", "")
+    if sent.startswith("Basic "):
+        try:
+            sent = "Bearer " + base64.b64decode(sent[6:], validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            sent = ""
+    if not hmac.compare_digest(sent.encode(), f"Bearer {MONITORING_TOKEN}".encode()):
+        raise ApiError(
+            401,
+            "send the header 'Authorization: Bearer <MONITORING_TOKEN>' "
+            "(a browser asks for it: any user name, the token as the password)",
+            {"WWW-Authenticate": 'Basic realm="monitoring", charset="UTF-8"'},
+        )
 
 
 @app.post("/predict")
@@ -327,17 +371,23 @@ STATS_CALLS = Coalescer(STATS_MAX_AGE_SECONDS)
 MONITORING_PACE = Pacer(MONITORING_PER_SECOND, burst=MONITORING_PER_SECOND, most_waiting=12)
 
 
-def monitoring_answer(key, compute):
+def monitoring_figures(*calls):
+    """The answers to calls, each (key, compute), in one turn of the pace (else a 429)."""
     if not MONITORING_PACE.wait_turn():
         limit = f"{MONITORING_PER_SECOND:g} a second per worker, MONITORING_PER_SECOND"
-        return error_response(
+        raise ApiError(
             429, f"too many monitoring requests at once ({limit}); retry in a second", {"Retry-After": "1"}
         )
-    return jsonify(STATS_CALLS.call(key, compute))
+    return [STATS_CALLS.call(key, compute) for key, compute in calls]
+
+
+def monitoring_answer(key, compute):
+    return jsonify(monitoring_figures((key, compute))[0])
 
 
 @app.get("/stats")
 def stats():
+    require_monitoring_token()
     hours = schema.hours_argument(request.args.get("hours"))
     table = Prediction._meta.table_name
     return monitoring_answer(("stats", hours), lambda: monitoring.stats_report(DB, table, hours, utc_now()))
@@ -345,6 +395,7 @@ def stats():
 
 @app.get("/stats/series")
 def stats_series():
+    require_monitoring_token()
     every = schema.choice_argument("every", request.args.get("every", "day"), ("hour", "day"))
     hours = schema.hours_argument(request.args.get("hours", "720"))
     most = monitoring.MAX_SERIES_POINTS * (24 if every == "day" else 1)
@@ -358,21 +409,77 @@ def stats_series():
     )
 
 
+@app.get("/openapi.json")
+def openapi_document():
+    return jsonify(OPENAPI)
+
+
+ROUTES = {
+    "GET /": "this index; in a browser, the owner's page: readiness, the model, its quality over time",
+    "POST /predict": "score an observation and record it",
+    "POST /update": "record the true class of an earlier prediction",
+    "GET /stats": "served, labelled and the quality of the labelled (?hours= for a window)",
+    "GET /stats/series": "the same per hour or day (?every=hour|day&hours=)",
+    "GET /model": "the model card: features, classes, library versions",
+    "GET /health": "the process answers",
+    "GET /ready": "the database answers and takes writes",
+    "GET /openapi.json": "an OpenAPI 3.1 description of every route and of the request schema",
+    "GET /metrics": "counters in Prometheus' text format, added up over the workers",
+    "GET /list-db-contents": "stored predictions, a page at a time (only with LIST_DB_TOKEN set)",
+}
+
+
+@app.get("/")
+def index():
+    """A browser (asking for HTML first) gets the owner's page; any other client a JSON index."""
+    require_monitoring_token()
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+        return jsonify({"model_version": MODEL_VERSION, "routes": ROUTES, "openapi": "/openapi.json"})
+    table = Prediction._meta.table_name
+    now = utc_now()
+    stats_now, by_hour, by_day = monitoring_figures(
+        (("stats", None), lambda: monitoring.stats_report(DB, table, None, now)),
+        (("series", "hour", 48.0), lambda: monitoring.series_report(DB, "hour", 48.0, now)),
+        (("series", "day", 2160.0), lambda: monitoring.series_report(DB, "day", 2160.0, now)),
+    )
+    page = owner_page.context(MODEL_CARD, readiness(), stats_now, by_hour, by_day, OPENAPI, request.host_url)
+    return render_template("index.html", **page)
+
+
 @app.get("/health")
 def health():
     return jsonify({"status": "ok"})
 
 
-@app.get("/ready")
-def ready():
-    """200 when the database answers and takes writes, as far as can be seen without writing."""
+def readiness():
+    """None when the database answers and takes writes, as far as can be seen without writing;
+    else the refusal's message."""
     refusal = database.write_refusal(DB, Prediction._meta.table_name)
     remembered = DB_FAULTS.refusal()  # a refusal a recent write met, which the query may not see
     if refusal is None and remembered is not None and not database.can_see(DB, remembered):
         refusal = remembered
+    return None if refusal is None else refusal.message
+
+
+@app.get("/ready")
+def ready():
+    refusal = readiness()
+    metrics.READY.set(refusal is None)
     if refusal is not None:
-        return error_response(503, f"not ready: {refusal.message}")
+        return error_response(503, f"not ready: {refusal}")
     return jsonify({"status": "ready", "model_version": MODEL_VERSION})
+
+
+@app.get("/metrics")
+def prometheus_metrics():
+    """Prometheus' text format, every worker's counters added up (metrics.py)."""
+    require_monitoring_token()
+    try:
+        metrics.READY.set(readiness() is None)
+    except database.DATABASE_ERRORS as exc:
+        metrics.READY.set(0)
+        metrics.DATABASE_ERRORS.labels(database.fault(exc).kind).inc()
+    return Response(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
 
 
 # Errors: one JSON shape for ours, Flask's and the database's.
@@ -382,7 +489,7 @@ def error_response(status, message, headers=None):
 
 @app.errorhandler(ApiError)
 def api_error(exc):
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 @app.errorhandler(HTTPException)
@@ -407,6 +514,7 @@ def http_error(exc):
 def database_fault(exc):
     found = database.fault(exc)
     DB_FAULTS.failed(found, exc)
+    metrics.DATABASE_ERRORS.labels(found.kind).inc()
     if found.kind != "error":
         try:
             DB.manual_close()  # never hand this connection out again: the next one starts afresh

@@ -7,9 +7,11 @@ Every value can be changed from the environment, which is how Heroku configures 
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 
 import gunicorn.util
 
@@ -40,6 +42,34 @@ BufferingThreadWorker.max_body_bytes = int(os.environ.get("MAX_BODY_BYTES") or 1
 # that worker then ran at full load while the other one waited. The price is paid at a reload
 # (SIGHUP): see the README's "Reloading" (GUNICORN_REUSE_PORT=0 turns it off).
 reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
+
+# /metrics adds up every worker's counters, which prometheus_client keeps in files in one directory
+# (its multiprocess mode). It must be named before app.py is imported, hence here: a fresh temp
+# directory, or the one PROMETHEUS_MULTIPROC_DIR names, emptied of an earlier run's files. A reload
+# (SIGHUP) reads this file again in the same master; the directory and its counts stay.
+METRICS_DIR_OWNER = "SERVICE_METRICS_DIR_OWNER"  # the master that prepared the directory
+METRICS_DIR_MADE = "SERVICE_METRICS_DIR_MADE"  # set when that master made it, and removes it at exit
+if os.environ.get(METRICS_DIR_OWNER) != str(os.getpid()):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        for stale in os.scandir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
+            if stale.name.endswith(".db"):
+                os.remove(stale.path)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="service-metrics-")
+        os.environ[METRICS_DIR_MADE] = "1"
+    os.environ[METRICS_DIR_OWNER] = str(os.getpid())
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its live gauges (service_ready) no longer count
+
+
+def on_exit(server):
+    if os.environ.get(METRICS_DIR_MADE):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
 
 # Load app.py once in the master before forking: the tables are created once (not by every
 # worker racing on an empty database), and the workers share the model's memory.

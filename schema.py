@@ -37,10 +37,11 @@ ASCII_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")
 class ApiError(Exception):
     """A request the service refuses: the HTTP status and a message a person can act on."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, headers=None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def describe(value):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from model_check import example_observation
 from support import REPO, free_port, wait_for_200
@@ -184,6 +185,25 @@ def test_the_readme_curls_answer_as_shown_from_the_image(run):
             runnable = command.replace("http://localhost:5000", container.base)
             result = subprocess.run(["bash", "-c", runnable], capture_output=True, text=True, timeout=30)
             assert same_response(json.loads(result.stdout), json.loads(expected)), (command, result.stdout)
+
+
+def test_the_image_serves_the_owners_page_its_assets_and_metrics(run):
+    container = run()
+    assert container.predict_an_example().status_code == 200, container.logs()
+    page = requests.get(f"{container.base}/", headers={"Accept": "text/html"}, timeout=30)
+    assert page.headers["Content-Type"].startswith("text/html")
+    for asset in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/page.js", "/static/page.css"):
+        assert asset in page.text
+        assert requests.get(f"{container.base}{asset}", timeout=30).status_code == 200
+    scraped = requests.get(f"{container.base}/metrics", timeout=30).text  # its directory made by user 10001
+    predicted = [
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "http_requests_total"
+        and sample.labels == {"route": "/predict", "method": "POST", "status": "200"}
+    ]
+    assert predicted == [1.0]
 
 
 def test_the_image_serves_on_a_heroku_style_postgres_url(run, postgres):

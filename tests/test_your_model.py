@@ -237,3 +237,63 @@ def test_the_model_check_fails_on_stale_columns_and_says_what_to_do(tmp_path, mo
     assert "problems: 1" in result.stdout
     assert "in another order" in result.stdout
     assert "write all three files from the same training run" in result.stdout
+
+
+def schema_verdicts(document, name):
+    """A function telling whether a JSON value is valid against the document's schema `name`."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator({"$ref": f"#/components/schemas/{name}", **document})
+    return lambda value: validator.is_valid(value)
+
+
+def test_the_openapi_document_is_valid_and_built_from_the_models_artifacts(client, card):
+    from openapi_spec_validator import validate
+
+    document = client.get("/openapi.json").get_json()
+    validate(document)  # raises on anything OpenAPI 3.1 does not allow
+
+    assert set(document["paths"]) >= {"/predict", "/update", "/stats", "/stats/series", "/model", "/"}
+    properties = document["components"]["schemas"]["Observation"]["properties"]
+    assert set(properties) == {feature["name"] for feature in card["features"]}
+    for feature in card["features"]:
+        described = properties[feature["name"]]
+        if feature["accepts"] == "category":
+            assert described["enum"] == [*feature["categories"], None]
+        else:
+            assert "null" in described["type"]
+            assert described.get("examples") == feature.get("categories")
+    assert document["info"]["version"] == card["model_version"]
+
+
+def test_the_openapi_schemas_accept_and_refuse_what_the_service_does(client, card, observation):
+    """The same bodies go to the JSON Schema and to /predict and /update: the verdicts agree (a
+    422, the model refusing a well-formed observation, is beyond what a schema can say)."""
+    document = client.get("/openapi.json").get_json()
+    valid_prediction, valid_update = (
+        schema_verdicts(document, name) for name in ("PredictRequest", "UpdateRequest")
+    )
+    bodies = [
+        {"id": 1, "observation": observation},
+        {"id": 2, "observation": dict.fromkeys(observation)},  # every feature missing: imputed
+        {"id": 3, "observation": {**observation, "not a feature": 1}},  # ignored, with a warning
+        {"id": 4, "observation": {}},
+        {"id": 2**63, "observation": observation},
+        {"observation": observation},
+        {"id": 5, "observation": [observation]},
+    ] + [
+        {"id": 6, "observation": {**observation, feature["name"]: wrong_value(feature)}}
+        for feature in card["features"]
+        if wrong_value(feature) is not None
+    ]
+    for body in bodies:
+        status = client.post("/predict", json=body).status_code
+        assert status in (200, 400, 422), (body, status)
+        assert valid_prediction(body) == (status != 400), (body, status)
+
+    negative, positive = card["classes"]
+    for true_class in [negative, positive, 0, 1, True, False, "neither", None, [1]]:
+        body = {"id": 1, "true_class": true_class}
+        status = client.post("/update", json=body).status_code
+        assert status in (200, 400), (body, status)
+        assert valid_update(body) == (status == 200), (body, status)

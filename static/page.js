@@ -1,0 +1,93 @@
+// Draws the owner's page charts (templates/index.html) with the vendored uPlot, from the
+// aggregates the server embedded in #chart-data. Sets <body data-charts="drawn"> when done,
+// which the browser test waits for.
+"use strict";
+
+const data = JSON.parse(document.getElementById("chart-data").textContent);
+const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+
+function width(element) {
+  return Math.max(280, Math.min(element.clientWidth, 560));
+}
+
+function nothingYet(element, message) {
+  const note = document.createElement("p");
+  note.className = "empty";
+  note.textContent = message;
+  element.appendChild(note);
+}
+
+// One x axis (period starts, in seconds) for every model version's points.
+function aligned(byVersion, fields) {
+  const times = [...new Set(Object.values(byVersion).flat().map((p) => Date.parse(p.start) / 1000))];
+  times.sort((a, b) => a - b);
+  const columns = [times];
+  const series = [{}];
+  let colour = 0;
+  for (const [version, points] of Object.entries(byVersion)) {
+    const at = new Map(points.map((p) => [Date.parse(p.start) / 1000, p]));
+    for (const [field, label] of fields) {
+      columns.push(times.map((t) => (at.has(t) && at.get(t)[field] != null ? at.get(t)[field] : null)));
+      series.push({label: `${label} (${version})`, stroke: COLOURS[colour++ % COLOURS.length], width: 2,
+                   points: {show: true}, spanGaps: false});
+    }
+  }
+  return {columns, series};
+}
+
+// A chart over the series' whole window (since .. as_of), however few its points.
+function timeChart(id, window, fields, emptyMessage, range) {
+  const element = document.getElementById(id);
+  const byVersion = window.by_model_version;
+  if (!Object.keys(byVersion).length) return nothingYet(element, emptyMessage);
+  const {columns, series} = aligned(byVersion, fields);
+  if (columns.slice(1).every((column) => column.every((value) => value == null))) {
+    return nothingYet(element, emptyMessage);
+  }
+  const scales = {x: {time: true, range: [Date.parse(window.since) / 1000, Date.parse(window.as_of) / 1000]}};
+  if (range) scales.y = {range};
+  new uPlot({width: width(element), height: 220, series, scales}, columns, element);
+}
+
+function calibration() {
+  const element = document.getElementById("calibration");
+  const rows = data.calibration.filter((row) => row.labelled > 0);
+  if (!rows.length) return nothingYet(element, "No labelled predictions yet.");
+  const x = rows.map((row) => row.mean_proba);
+  const columns = [x, rows.map((row) => row.observed_positive_rate), x];
+  const series = [
+    {label: "mean predicted"},
+    {label: "observed positive rate", stroke: COLOURS[0], width: 2, points: {show: true, size: 7}},
+    {label: "perfect calibration", stroke: "#999", dash: [4, 4], points: {show: false}},
+  ];
+  const scales = {x: {time: false, range: [0, 1]}, y: {range: [0, 1]}};
+  new uPlot({width: width(element), height: 260, series, scales}, columns, element);
+}
+
+function histogram() {
+  const element = document.getElementById("histogram");
+  const rows = data.histogram;
+  if (!rows.length || rows.every((row) => row.positives + row.negatives === 0)) {
+    return nothingYet(element, "No labelled predictions yet.");
+  }
+  const bars = uPlot.paths.bars({size: [0.9, 40], align: 1});
+  const columns = [rows.map((row) => row.from), rows.map((row) => row.negatives), rows.map((row) => row.positives)];
+  const series = [
+    {label: "probability from"},
+    {label: "true class negative", stroke: COLOURS[0], fill: "rgba(31,119,180,0.35)", paths: bars, points: {show: false}},
+    {label: "true class positive", stroke: COLOURS[1], fill: "rgba(214,39,40,0.35)", paths: bars, points: {show: false}},
+  ];
+  const scales = {x: {time: false, range: [0, 1]}};
+  new uPlot({width: width(element), height: 240, series, scales}, columns, element);
+}
+
+timeChart("served-by-hour", data.by_hour, [["predictions", "served"], ["labelled", "labelled"]],
+          "No predictions in the last 48 hours.");
+timeChart("served-by-day", data.by_day, [["predictions", "served"], ["labelled", "labelled"]],
+          "No predictions in the last 90 days.");
+timeChart("quality-by-day", data.by_day, [["roc_auc", "ROC AUC"]], "No labelled predictions yet.", [0, 1]);
+timeChart("loss-by-day", data.by_day, [["log_loss", "log loss"], ["brier_score", "Brier"]],
+          "No labelled predictions yet.");
+calibration();
+histogram();
+document.body.dataset.charts = "drawn";

@@ -1,0 +1,155 @@
+"""The owner's page at GET /, loaded by a real headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium) from a live gunicorn, on both backends: on an empty database
+and on one filled by replaying held-back passengers with their outcomes. Each load waits for
+the charts, compares the figures shown with /stats, fails on any console error, and keeps a
+screenshot in test-output/screenshots/."""
+
+import os
+import re
+import shutil
+import sys
+
+import pytest
+import requests
+
+from support import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import replay_example  # noqa: E402
+
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+FIGURES = ["predictions", "labelled", "roc_auc", "roc_auc_max_error", "log_loss", "brier_score"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        message = "chromium and chromedriver not found; run scripts/ensure-browser"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (under CI=true the browser tests must run)")
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    browser.set_page_load_timeout(60)
+    yield browser
+    browser.quit()
+
+
+def load(browser, url, screenshot_name):
+    """Load the page, wait for its charts; the console's errors, and the screenshot's path."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get_log("browser")  # forget what an earlier page logged
+    browser.get(url)
+    WebDriverWait(browser, 30).until(
+        lambda b: b.execute_script("return document.body.dataset.charts") == "drawn"
+    )
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{screenshot_name}.png"
+    browser.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return errors, path
+
+
+def figures_shown(browser):
+    """{version: {figure: text}} from the page's figures table."""
+    shown = {}
+    for row in browser.find_elements("css selector", "#figures tbody tr"):
+        cells = row.find_elements("css selector", "td[data-figure]")
+        shown[row.get_attribute("data-version")] = {
+            cell.get_attribute("data-figure"): cell.text for cell in cells
+        }
+    return shown
+
+
+def as_shown(value):
+    return "—" if value is None else str(value)
+
+
+def expected_figures(stats):
+    versions = {"all": stats["overall"]} | stats["by_model_version"]
+    return {
+        version: {name: as_shown(found.get(name)) for name in FIGURES} for version, found in versions.items()
+    }
+
+
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@BOTH
+def test_the_page_shows_an_empty_database_and_then_the_replayed_passengers(
+    database_url, live_server, browser
+):
+    server = live_server(database_url)
+    backend = database_url.split(":")[0]
+
+    errors, _ = load(browser, server.base + "/", f"empty-{backend}")
+    assert errors == []
+    assert browser.find_element("id", "status").text.startswith("Ready")
+    assert figures_shown(browser) == {
+        "all": {name: "0" if name in ("predictions", "labelled") else "—" for name in FIGURES}
+    }
+    assert len(browser.find_elements("css selector", ".chart .empty")) == 6  # "nothing yet" in each
+    assert "curl -X POST" in browser.find_element("id", "try-it").text
+
+    replay_example.replay(server, replay_example.held_back_passengers())
+    errors, path = load(browser, server.base + "/", f"replayed-{backend}")
+    stats = requests.get(f"{server.base}/stats", timeout=30).json()
+
+    assert errors == []
+    assert figures_shown(browser) == expected_figures(stats)
+    assert stats["overall"]["labelled"] == 179
+    assert len(browser.find_elements("css selector", ".chart canvas")) == 6  # every chart drawn
+    assert browser.find_elements("css selector", ".chart .empty") == []
+    assert path.stat().st_size > 10_000
+
+
+def test_the_try_it_line_from_the_page_is_answered(live_server, tmp_path, browser):
+    import shlex
+    import subprocess
+
+    server = live_server(f"sqlite:///{tmp_path}/predictions.db")
+    load(browser, server.base + "/", "try-it")
+    command = shlex.split(browser.find_element("id", "try-it").text)
+    answer = subprocess.run(
+        [*command, "--silent", "--fail-with-body"], capture_output=True, text=True, timeout=30
+    )
+    assert answer.returncode == 0, answer.stdout
+    assert 0 <= float(answer.stdout.split(":")[1].strip(" }\n")) <= 1
+
+
+def test_curl_gets_a_json_index_and_a_browser_the_page(live_server, tmp_path):
+    server = live_server(f"sqlite:///{tmp_path}/predictions.db")
+    index = requests.get(server.base + "/", headers={"Accept": "*/*"}, timeout=30)
+    page = requests.get(server.base + "/", headers={"Accept": BROWSER_ACCEPT}, timeout=30)
+
+    assert index.headers["Content-Type"] == "application/json"
+    assert "POST /predict" in index.json()["routes"]
+    assert index.json()["openapi"] == "/openapi.json"
+    assert page.headers["Content-Type"].startswith("text/html")
+    for asset in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/page.js", "/static/page.css"):
+        assert asset in page.text
+        assert requests.get(server.base + asset, timeout=30).status_code == 200
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)  # nothing from a CDN: works offline
+
+
+def test_the_monitoring_token_guards_the_page_and_stats(live_server, tmp_path):
+    server = live_server(f"sqlite:///{tmp_path}/predictions.db", env={"MONITORING_TOKEN": "s3cret"})
+    for path in ("/", "/stats", "/stats/series"):
+        refused = requests.get(server.base + path, headers={"Accept": BROWSER_ACCEPT}, timeout=30)
+        assert refused.status_code == 401
+        assert "MONITORING_TOKEN" in refused.json()["error"]
+        assert refused.headers["WWW-Authenticate"].startswith("Basic")  # a browser asks for it
+        assert requests.get(server.base + path, auth=("owner", "s3cret"), timeout=30).status_code == 200
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert requests.get(server.base + path, headers=bearer, timeout=30).status_code == 200
+        assert requests.get(server.base + path, auth=("owner", "wrong"), timeout=30).status_code == 401
+    assert requests.get(server.base + "/health", timeout=30).status_code == 200  # the rest stays open
