@@ -153,3 +153,25 @@ def test_the_monitoring_token_guards_the_page_and_stats(live_server, tmp_path):
         assert requests.get(server.base + path, headers=bearer, timeout=30).status_code == 200
         assert requests.get(server.base + path, auth=("owner", "wrong"), timeout=30).status_code == 401
     assert requests.get(server.base + "/health", timeout=30).status_code == 200  # the rest stays open
+
+
+def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
+    """The template's other branches, rendered from what the routes hand it."""
+    from owner_page import context
+
+    card = dict(service.MODEL_CARD)
+    card["versions"] = dict(card["versions"], pandas={"running": "3.1.1", "trained_with": "2.2.3"})
+    empty = {
+        "as_of": "2026-11-27T00:00:00Z",
+        "overall": {"predictions": 0, "labelled": 0},
+        "by_model_version": {},
+    }
+    series = {"since": "2026-11-25T00:00:00Z", "as_of": "2026-11-27T00:00:00Z", "by_model_version": {}}
+    refusal = "the database is read-only (a replica, or default_transaction_read_only)"
+    page = context(card, refusal, empty, series, series, service.OPENAPI, "http://example.test/")
+    with service.app.test_request_context("/"):
+        html = service.render_template("index.html", **page)
+
+    assert f"Not ready: {refusal}" in html
+    assert "pandas 3.1.1 is running; the model was trained with 2.2.3" in html
+    assert html.count('class="differs"') == 1
