@@ -368,11 +368,15 @@ def ranked_within(probas, negatives_below):
     return ranked
 
 
-def add_exact_probas(database, table, histograms, first_hour, target, most_rows, exact_up_to_rows):
+def add_exact_probas(
+    database, table, histograms, first_hour, target, most_rows, exact_up_to_rows, rows_outside_window=0
+):
     """Read the rows of the bins that leave ROC AUC's max_error above `target` (in any of
     `histograms`, {model_version: Histogram}, or in all of them together), worst bins first and at
     most `most_rows` rows in all, through the index on the labelled rows' proba. When every bin
-    that leaves any doubt holds `exact_up_to_rows` rows or fewer in all, read them all: exact."""
+    that leaves any doubt holds `exact_up_to_rows` rows or fewer in all, read them all: exact.
+    `rows_outside_window`, the labelled rows before first_hour, are in the index too: reading a
+    span of bins passes over them."""
     overall = Histogram()
     for histogram in histograms.values():
         overall.merge(histogram)
@@ -382,23 +386,47 @@ def add_exact_probas(database, table, histograms, first_hour, target, most_rows,
     wanted = dict.fromkeys(overall.worst_bins(target))
     for histogram in histograms.values():
         wanted.update(dict.fromkeys(histogram.worst_bins(target)))
-    dialect, param = dialect_of(database), database.param
-    window = "" if first_hour is None else f"AND created_at >= {param}"
-    unknown, rows_read = overall.unknown_pairs(), 0
+    rows_in = overall.positives + overall.negatives
+    unknown, chosen, rows_read = overall.unknown_pairs(), set(), 0
     for bin in sorted(wanted, key=lambda bin: -unknown[bin]):
-        rows_read += int(overall.positives[bin] + overall.negatives[bin])
+        rows_read += int(rows_in[bin])
         if rows_read > most_rows:
             break
-        query = f"""SELECT model_version, proba, SUM(CASE WHEN true_class = 1 THEN 1 ELSE 0 END),
-                           SUM(CASE WHEN true_class = 1 THEN 0 ELSE 1 END)
-                    FROM {table} AS r
-                    WHERE true_class IS NOT NULL AND proba >= {param} AND proba < {param}
-                          AND {dialect.fine_bin} = {param} {window}
-                    GROUP BY model_version, proba"""
-        low, high = (bin - 1) / FINE_BINS, (bin + 2) / FINE_BINS  # wide enough; the bin test decides
-        params = (low, high, bin) + (() if first_hour is None else (hour_start(first_hour),))
-        for version, proba, pos, neg in database.execute_sql(query, params).fetchall():
-            histograms[version].exact.setdefault(bin, {})[proba] = [int(pos), int(neg)]
+        chosen.add(bin)
+    for first, last in spans(sorted(chosen), rows_in + rows_outside_window / FINE_BINS):
+        for version, bin, proba, pos, neg in rows_of_bins(database, table, first, last, first_hour):
+            if int(bin) in chosen:
+                histograms[version].exact.setdefault(int(bin), {})[proba] = [int(pos), int(neg)]
+
+
+SPAN_GAP_ROWS = 50  # rows between two wanted bins that cost less to read than one more query (roughly)
+
+
+def spans(bins, rows_in):
+    """The sorted bins as (first, last) runs, two bins in one run when the rows between them (as
+    the index holds them, rows_in per bin) are fewer than SPAN_GAP_ROWS: scattered doubtful bins
+    are read in a few queries, not one each."""
+    runs = []
+    for bin in bins:
+        if runs and rows_in[runs[-1][1] + 1 : bin].sum() < SPAN_GAP_ROWS:
+            runs[-1][1] = bin
+        else:
+            runs.append([bin, bin])
+    return [tuple(run) for run in runs]
+
+
+def rows_of_bins(database, table, first, last, first_hour):
+    """(model_version, bin, proba, positives, negatives) of the labelled rows in bins first..last."""
+    dialect, param = dialect_of(database), database.param
+    window = "" if first_hour is None else f"AND created_at >= {param}"
+    query = f"""SELECT model_version, {dialect.fine_bin}, proba, SUM(CASE WHEN true_class = 1 THEN 1 ELSE 0 END),
+                       SUM(CASE WHEN true_class = 1 THEN 0 ELSE 1 END)
+                FROM {table} AS r
+                WHERE true_class IS NOT NULL AND proba >= {param} AND proba < {param} {window}
+                GROUP BY model_version, proba"""  # noqa: E501
+    low, high = (first - 1) / FINE_BINS, (last + 2) / FINE_BINS  # wide enough; the bin decides
+    params = (low, high) + (() if first_hour is None else (hour_start(first_hour),))
+    return database.execute_sql(query, params).fetchall()
 
 
 def snapshot(database):

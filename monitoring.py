@@ -110,8 +110,11 @@ def stats_report(database, table, hours, now):
             histograms = aggregates.whole_history_histograms(database, versions)
         else:
             histograms = aggregates.histograms_since(database, first_hour, labelled)
+        outside = sum(
+            count for (_, hour), count in labelled.items() if first_hour is not None and hour < first_hour
+        )
         aggregates.add_exact_probas(
-            database, table, histograms, first_hour, AUC_MAX_ERROR, MOST_ROWS_READ, EXACT_UP_TO_ROWS
+            database, table, histograms, first_hour, AUC_MAX_ERROR, MOST_ROWS_READ, EXACT_UP_TO_ROWS, outside
         )
     totals = {}
     for version, hour, sums in every_hour:

@@ -141,3 +141,14 @@ def test_the_model_card_lists_features_categories_and_the_positive_class():
         },
     ]
     assert all(versions["trained_with"] is None for versions in card["versions"].values())
+
+
+def test_doubtful_bins_are_read_in_runs_unless_many_rows_lie_between():
+    from aggregates import SPAN_GAP_ROWS, spans
+
+    rows_in = np.zeros(FINE_BINS, dtype=np.int64)
+    assert spans([3, 7, 9000], rows_in) == [(3, 9000)]  # nothing between: one query
+    rows_in[100] = SPAN_GAP_ROWS
+    assert spans([3, 7, 9000], rows_in) == [(3, 7), (9000, 9000)]
+    assert spans([5], rows_in) == [(5, 5)]
+    assert spans([], rows_in) == []
