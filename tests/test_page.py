@@ -12,6 +12,7 @@ import sys
 import pytest
 import requests
 
+from owner_page import FIGURES
 from support import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -19,7 +20,6 @@ import replay_example  # noqa: E402
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-FIGURES = ["predictions", "labelled", "roc_auc", "roc_auc_max_error", "log_loss", "brier_score"]
 
 
 @pytest.fixture(scope="session")

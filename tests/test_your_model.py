@@ -15,6 +15,7 @@ import sys
 import joblib
 import pandas as pd
 import pytest
+from markupsafe import escape
 
 from conftest import BACKENDS, client_on_an_empty_table, fresh_database_url, import_app
 from model_check import example_observation, sample_rows, wrong_value
@@ -297,3 +298,16 @@ def test_the_openapi_schemas_accept_and_refuse_what_the_service_does(client, car
         status = client.post("/update", json=body).status_code
         assert status in (200, 400), (body, status)
         assert valid_update(body) == (status == 200), (body, status)
+
+
+def test_the_owners_page_shows_the_models_features_classes_and_figures(client, card, observation):
+    assert client.post("/predict", json={"id": 1, "observation": observation}).status_code == 200
+    assert client.post("/update", json={"id": 1, "true_class": card["classes"][1]}).status_code == 200
+    page = client.get("/", headers={"Accept": "text/html"})
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    for feature in card["features"]:
+        assert f"<td>{escape(feature['name'])}</td>" in html
+    assert f"<code>{json.dumps(card['positive_class'])}</code>" in html  # Jinja's tojson keeps quotes
+    assert '<td data-figure="labelled">1</td>' in html
