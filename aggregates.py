@@ -32,6 +32,9 @@ What /stats makes of them is in monitoring.py.
 """
 
 import io
+import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -60,6 +63,7 @@ CREATE TABLE stats_hour (
     sum_proba DOUBLE PRECISION NOT NULL,
     sum_squared_error DOUBLE PRECISION NOT NULL,
     sum_log_loss DOUBLE PRECISION NOT NULL,
+    labelled_changes BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (model_version, hour)
 );
 CREATE TABLE stats_bin (
@@ -73,7 +77,8 @@ CREATE TABLE stats_bin (
     min_proba DOUBLE PRECISION NOT NULL,
     max_proba DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (level, period, model_version, bin)
-)
+);
+CREATE TABLE stats_generation (generation BIGINT PRIMARY KEY)
 """
 
 
@@ -127,21 +132,21 @@ def hour_upsert(dialect, source):
     outcome = "(CASE WHEN r.true_class = 1 THEN 1 ELSE 0 END)"
     clipped = f"{dialect.least}({dialect.greatest}(r.proba, {CLIP}), 1 - {CLIP})"
     log_loss = f"(CASE WHEN r.true_class = 1 THEN -LN({clipped}) ELSE -LN(1 - {clipped}) END)"
-    sums = [
-        "predictions",
-        "labelled",
-        "positives",
-        "sum_proba_all",
-        "sum_proba",
-        "sum_squared_error",
-        "sum_log_loss",
-    ]
+    sums = {
+        "predictions": "SUM(r.sign)",
+        "labelled": f"SUM(r.sign * {labelled})",
+        "positives": f"SUM(r.sign * {outcome} * {labelled})",
+        "sum_proba_all": "SUM(r.sign * r.proba)",
+        "sum_proba": f"SUM(r.sign * r.proba * {labelled})",
+        "sum_squared_error": f"SUM(r.sign * {labelled} * (r.proba - {outcome}) * (r.proba - {outcome}))",
+        "sum_log_loss": f"SUM(r.sign * {labelled} * {log_loss})",
+        # Unsigned: it only grows, by one for each labelled row that arrives in or leaves the
+        # hour's bins, so an unchanged sum over a period's hours means its bins are unchanged.
+        "labelled_changes": f"SUM({labelled})",
+    }
     return f"""
 INSERT INTO stats_hour (model_version, hour, {", ".join(sums)})
-SELECT r.model_version, {period(dialect, HOUR)}, SUM(r.sign), SUM(r.sign * {labelled}),
-       SUM(r.sign * {outcome} * {labelled}), SUM(r.sign * r.proba), SUM(r.sign * r.proba * {labelled}),
-       SUM(r.sign * {labelled} * (r.proba - {outcome}) * (r.proba - {outcome})),
-       SUM(r.sign * {labelled} * {log_loss})
+SELECT r.model_version, {period(dialect, HOUR)}, {", ".join(sums.values())}
 FROM {source} WHERE true
 GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (model_version, hour) DO UPDATE SET
@@ -235,7 +240,11 @@ def postgresql_triggers(table):
         function("stats_on_insert", changes(POSTGRESQL, table_source("arrived", 1))),
         function("stats_on_update", changes(POSTGRESQL, row_source(("OLD", -1), ("NEW", 1)))),
         function("stats_on_delete", changes(POSTGRESQL, table_source("departed", -1))),
-        function("stats_on_truncate", ["TRUNCATE stats_hour, stats_bin"]),
+        # The change counts start again from zero: a new generation keeps cached cells from passing.
+        function(
+            "stats_on_truncate",
+            ["TRUNCATE stats_hour, stats_bin", "UPDATE stats_generation SET generation = generation + 1"],
+        ),
         f"CREATE TRIGGER stats_on_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS arrived "
         "FOR EACH STATEMENT EXECUTE FUNCTION stats_on_insert()",
         f"CREATE TRIGGER stats_on_update AFTER UPDATE ON {table} FOR EACH ROW WHEN ({changed}) "
@@ -251,11 +260,9 @@ def install(database, table):
     """Create the totals' tables and triggers and fill them from the rows already in `table`.
     They hold nothing but what the rows say, so any left from before are dropped and rebuilt."""
     dialect = dialect_of(database)
-    for name in TRIGGER_NAMES:
-        on_table = "" if dialect is SQLITE else f" ON {table}"
-        database.execute_sql(f"DROP TRIGGER IF EXISTS {name}{on_table}")
-    database.execute_sql("DROP TABLE IF EXISTS stats_hour")
-    database.execute_sql("DROP TABLE IF EXISTS stats_bin")
+    drop_triggers(database, table)
+    for name in ("stats_hour", "stats_bin", "stats_generation"):
+        database.execute_sql(f"DROP TABLE IF EXISTS {name}")
     for statement in TABLES.split(";"):
         # SQLite: stored in key order, so a period's bins are read in one sweep, not row by row.
         database.execute_sql(statement + (" WITHOUT ROWID" if dialect is SQLITE else ""))
@@ -265,22 +272,58 @@ def install(database, table):
     )
     for statement in changes(dialect, table_source(table, 1)):
         database.execute_sql(statement)
-    triggers = sqlite_triggers(table) if dialect is SQLITE else postgresql_triggers(table)
-    for statement in triggers:
-        database.execute_sql(statement)
+    start_generation(database)
+    create_triggers(database, table)
     if dialect is POSTGRESQL:  # planner statistics for the filled tables, before autovacuum's own
         database.execute_sql("ANALYZE stats_hour, stats_bin")
 
 
+def add_change_counts(database, table):
+    """Schema version 3 -> 4: the counts of changes that tell /stats which cached periods still
+    hold (labelled_changes, stats_generation). The totals stay as they are; counting starts at 0.
+    A database upgraded from before version 3 has them already: install() made the tables."""
+    if "labelled_changes" not in {column.name for column in database.get_columns("stats_hour")}:
+        database.execute_sql("ALTER TABLE stats_hour ADD COLUMN labelled_changes BIGINT NOT NULL DEFAULT 0")
+    if not database.table_exists("stats_generation"):
+        without_rowid = " WITHOUT ROWID" if dialect_of(database) is SQLITE else ""
+        database.execute_sql(f"CREATE TABLE stats_generation (generation BIGINT PRIMARY KEY){without_rowid}")
+        start_generation(database)
+    drop_triggers(database, table)
+    create_triggers(database, table)
+
+
+def start_generation(database):
+    """A random generation, so the cells cached from a database are never taken for another's, or
+    for this one's before its totals were rebuilt."""
+    database.execute_sql(f"INSERT INTO stats_generation VALUES ({secrets.randbits(62)})")
+
+
+def drop_triggers(database, table):
+    for name in TRIGGER_NAMES:
+        on_table = "" if dialect_of(database) is SQLITE else f" ON {table}"
+        database.execute_sql(f"DROP TRIGGER IF EXISTS {name}{on_table}")
+
+
+def create_triggers(database, table):
+    triggers = sqlite_triggers(table) if dialect_of(database) is SQLITE else postgresql_triggers(table)
+    for statement in triggers:
+        database.execute_sql(statement)
+
+
 def installed(database, table):
-    """Whether the totals' tables and every trigger that keeps them are there."""
+    """Whether the totals' tables, their change counts and every trigger that keeps them are there."""
     if dialect_of(database) is SQLITE:
         query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?"
     else:
         query = "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal"
     found = {name for (name,) in database.execute_sql(query, (table,)).fetchall()}
     wanted = SQLITE_TRIGGERS if dialect_of(database) is SQLITE else POSTGRESQL_TRIGGERS
-    return wanted <= found and database.table_exists("stats_hour") and database.table_exists("stats_bin")
+    tables = ("stats_hour", "stats_bin", "stats_generation")
+    return (
+        wanted <= found
+        and all(database.table_exists(name) for name in tables)
+        and "labelled_changes" in {column.name for column in database.get_columns("stats_hour")}
+    )
 
 
 # Reading: a histogram of labelled probas, per bin, and what it says about ranking.
@@ -296,17 +339,19 @@ class Histogram:
         self.high = np.full(bins, -1.0)
         self.exact = {}
 
-    def add_rows(self, rows):
-        """rows: (bin, positives, negatives, sum_proba, min_proba, max_proba), one per bin."""
+    def add_rows(self, rows, sign=1):
+        """rows: (bin, positives, negatives, sum_proba, min_proba, max_proba), one per bin. With
+        sign -1 they are taken away; the extremes stay (still bounds, if wider than needed)."""
         if not len(rows):
             return self
         bins, pos, neg, sum_proba, low, high = np.asarray(rows, dtype=float).T
         bins = bins.astype(np.int64)
-        self.positives[bins] += pos.astype(np.int64)
-        self.negatives[bins] += neg.astype(np.int64)
-        self.sum_proba[bins] += sum_proba
-        self.low[bins] = np.minimum(self.low[bins], low)
-        self.high[bins] = np.maximum(self.high[bins], high)
+        self.positives[bins] += sign * pos.astype(np.int64)
+        self.negatives[bins] += sign * neg.astype(np.int64)
+        self.sum_proba[bins] += sign * sum_proba
+        if sign > 0:
+            self.low[bins] = np.minimum(self.low[bins], low)
+            self.high[bins] = np.maximum(self.high[bins], high)
         return self
 
     def merge(self, other):
@@ -373,39 +418,37 @@ def add_exact_probas(
 ):
     """Read the rows of the bins that leave ROC AUC's max_error above `target` (in any of
     `histograms`, {model_version: Histogram}, or in all of them together), worst bins first and at
-    most `most_rows` rows in all, through the index on the labelled rows' proba. When every bin
-    that leaves any doubt holds `exact_up_to_rows` rows or fewer in all, read them all: exact.
-    `rows_outside_window`, the labelled rows before first_hour, are in the index too: reading a
-    span of bins passes over them."""
+    most `most_rows` rows in all, through the index on the labelled rows' proba. When reading
+    every bin that leaves any doubt passes over `exact_up_to_rows` rows or fewer, read them all:
+    exact. `rows_outside_window`, the labelled rows before first_hour, are in the index too, so
+    reading a bin passes over its share of them (taken as spread evenly over the bins)."""
     overall = Histogram()
     for histogram in histograms.values():
         overall.merge(histogram)
-    doubtful = overall.unknown_pairs() > 0
-    if (overall.positives[doubtful] + overall.negatives[doubtful]).sum() <= exact_up_to_rows:
+    in_index = overall.positives + overall.negatives + rows_outside_window / FINE_BINS  # per bin
+    if in_index[overall.unknown_pairs() > 0].sum() <= exact_up_to_rows:
         target = 0.0
     wanted = dict.fromkeys(overall.worst_bins(target))
     for histogram in histograms.values():
         wanted.update(dict.fromkeys(histogram.worst_bins(target)))
-    rows_in = overall.positives + overall.negatives
     unknown, chosen, rows_read = overall.unknown_pairs(), set(), 0
     for bin in sorted(wanted, key=lambda bin: -unknown[bin]):
-        rows_read += int(rows_in[bin])
+        rows_read += in_index[bin]
         if rows_read > most_rows:
             break
         chosen.add(bin)
-    for first, last in spans(sorted(chosen), rows_in + rows_outside_window / FINE_BINS):
-        for version, bin, proba, pos, neg in rows_of_bins(database, table, first, last, first_hour):
-            if int(bin) in chosen:
-                histograms[version].exact.setdefault(int(bin), {})[proba] = [int(pos), int(neg)]
+    runs = spans(sorted(chosen), in_index)
+    for version, bin, proba, pos, neg in rows_of_bins(database, table, runs, first_hour):
+        if int(bin) in chosen:  # a run's edges may take in rows of its neighbours
+            histograms[version].exact.setdefault(int(bin), {})[proba] = [int(pos), int(neg)]
 
 
-SPAN_GAP_ROWS = 50  # rows between two wanted bins that cost less to read than one more query (roughly)
+SPAN_GAP_ROWS = 50  # rows between two wanted bins that cost less to read than one more range (roughly)
 
 
 def spans(bins, rows_in):
     """The sorted bins as (first, last) runs, two bins in one run when the rows between them (as
-    the index holds them, rows_in per bin) are fewer than SPAN_GAP_ROWS: scattered doubtful bins
-    are read in a few queries, not one each."""
+    the index holds them, rows_in per bin) are fewer than SPAN_GAP_ROWS."""
     runs = []
     for bin in bins:
         if runs and rows_in[runs[-1][1] + 1 : bin].sum() < SPAN_GAP_ROWS:
@@ -415,18 +458,45 @@ def spans(bins, rows_in):
     return [tuple(run) for run in runs]
 
 
-def rows_of_bins(database, table, first, last, first_hour):
-    """(model_version, bin, proba, positives, negatives) of the labelled rows in bins first..last."""
+RUNS_PER_QUERY = 400  # each run is two parameters
+
+
+def rows_of_bins(database, table, runs, first_hour):
+    """(model_version, bin, proba, positives, negatives) of the labelled rows in the runs of bins
+    (first, last): one query per RUNS_PER_QUERY runs, each run a range of the index on proba, so
+    scattered bins cost one round trip, not one each. A row on the edge of two runs comes once per
+    run, with the same counts."""
+    found = []
+    for start in range(0, len(runs), RUNS_PER_QUERY):
+        found += rows_of_runs(database, table, runs[start : start + RUNS_PER_QUERY], first_hour)
+    return found
+
+
+def rows_of_runs(database, table, runs, first_hour):
     dialect, param = dialect_of(database), database.param
-    window = "" if first_hour is None else f"AND created_at >= {param}"
-    query = f"""SELECT model_version, {dialect.fine_bin}, proba, SUM(CASE WHEN true_class = 1 THEN 1 ELSE 0 END),
-                       SUM(CASE WHEN true_class = 1 THEN 0 ELSE 1 END)
-                FROM {table} AS r
-                WHERE true_class IS NOT NULL AND proba >= {param} AND proba < {param} {window}
-                GROUP BY model_version, proba"""  # noqa: E501
-    low, high = (first - 1) / FINE_BINS, (last + 2) / FINE_BINS  # wide enough; the bin decides
-    params = (low, high) + (() if first_hour is None else (hour_start(first_hour),))
-    return database.execute_sql(query, params).fetchall()
+    window = "" if first_hour is None else f"AND r.created_at >= {param}"
+    real = f"CAST({param} AS DOUBLE PRECISION)"  # as proba is, so its index serves the join
+    ranges = ", ".join([f"(CAST({param} AS INTEGER), {real}, {real})"] * len(runs))
+    in_run = "r.proba >= runs.low AND r.proba < runs.high AND r.true_class IS NOT NULL"
+    if dialect is SQLITE:  # which searches the index on proba once per run
+        rows = f"runs JOIN {table} AS r ON {in_run}"
+    else:  # PostgreSQL may instead test every row of the window against every run, or AND the
+        # window's index into each run's search: OFFSET 0 keeps the subquery to the index on proba
+        rows = f"runs CROSS JOIN LATERAL (SELECT * FROM {table} AS r WHERE {in_run} OFFSET 0) AS r"
+    query = f"""WITH runs (run, low, high) AS (VALUES {ranges})
+                SELECT r.model_version, {dialect.fine_bin}, r.proba,
+                       SUM(CASE WHEN r.true_class = 1 THEN 1 ELSE 0 END),
+                       SUM(CASE WHEN r.true_class = 1 THEN 0 ELSE 1 END)
+                FROM {rows} WHERE true {window}
+                GROUP BY runs.run, r.model_version, r.proba"""
+    params = [
+        value
+        for run, (first, last) in enumerate(runs)
+        # a hundredth of a bin wider each side than the run, for rounding at its edges; the bin decides
+        for value in (run, (first - 0.01) / FINE_BINS, (last + 1.01) / FINE_BINS)
+    ]
+    params += [] if first_hour is None else [hour_start(first_hour)]
+    return database.execute_sql(query, params).fetchall() if runs else []
 
 
 def snapshot(database):
@@ -439,55 +509,181 @@ def snapshot(database):
 
 HOUR_COLUMNS = (
     "predictions", "labelled", "positives", "sum_proba_all", "sum_proba", "sum_squared_error", "sum_log_loss",
+    "labelled_changes",
 )  # fmt: skip
 
 
-def hour_totals(database, first_hour=None):
-    """[(model_version, hour, {column: total})] from `first_hour` on (None: every hour)."""
+class HourTable:
+    """One model version's rows of stats_hour: `hours`, and `values` with a column per HOUR_COLUMNS."""
+
+    def __init__(self, hours, values):
+        self.hours = hours
+        self.values = values
+
+    def column(self, name):
+        return self.values[:, HOUR_COLUMNS.index(name)]
+
+    def totals(self, first_hour=None):
+        """{column: total} over the hours from `first_hour` on (None: every hour)."""
+        rows = self.values if first_hour is None else self.values[self.hours >= first_hour]
+        return dict(zip(HOUR_COLUMNS, rows.sum(axis=0).tolist(), strict=True))
+
+    def totals_by_period(self, hours_per_period):
+        """{period: {column: total}}, periods of `hours_per_period` hours."""
+        periods, inverse = np.unique(self.hours // hours_per_period, return_inverse=True)
+        sums = np.zeros((len(periods), len(HOUR_COLUMNS)))
+        np.add.at(sums, inverse, self.values)
+        return {
+            period: dict(zip(HOUR_COLUMNS, row, strict=True))
+            for period, row in zip(periods.tolist(), sums.tolist(), strict=True)
+        }
+
+    def labelled_periods(self, level):
+        """(periods, labelled rows, labelled changes) of `level`'s periods that hold labelled rows,
+        in order. An hour of -1 (no created_at) is period -1 at every level but ALL."""
+        keys = np.zeros_like(self.hours) if level == ALL else self.hours // HOURS_IN[level]
+        periods, inverse = np.unique(keys, return_inverse=True)
+        labelled = np.bincount(inverse, weights=self.column("labelled"), minlength=len(periods))
+        changes = np.bincount(inverse, weights=self.column("labelled_changes"), minlength=len(periods))
+        holding = labelled > 0
+        return periods[holding], labelled[holding], changes[holding]
+
+
+def hour_tables(database, first_hour=None):
+    """{model_version: HourTable} of stats_hour, from `first_hour` on (None: every hour)."""
     where, params = ("", ()) if first_hour is None else (f"WHERE hour >= {database.param}", (first_hour,))
-    query = f"SELECT model_version, hour, {', '.join(HOUR_COLUMNS)} FROM stats_hour {where}"
-    return [
-        (version, int(hour), dict(zip(HOUR_COLUMNS, (float(v) for v in values), strict=True)))
-        for version, hour, *values in database.execute_sql(query, params).fetchall()
-    ]
+    query = f"SELECT model_version, hour, {', '.join(HOUR_COLUMNS)} FROM stats_hour {where} ORDER BY 1, 2"
+    rows = database.execute_sql(query, params).fetchall()
+    if not rows:
+        return {}
+    versions = np.array([row[0] for row in rows])
+    numbers = np.array([row[1:] for row in rows], dtype=float)
+    tables = {}
+    for version in dict.fromkeys(versions.tolist()):
+        mine = numbers[versions == version]
+        tables[version] = HourTable(mine[:, 0].astype(np.int64), mine[:, 1:])
+    return tables
 
 
 FOREVER = 2**62  # a period later than any row's
 
 
-CELL_COLUMNS = """CAST(bin AS INTEGER), CAST({pos} AS BIGINT), CAST({neg} AS BIGINT),
-    CAST({sum_proba} AS DOUBLE PRECISION), CAST({low} AS DOUBLE PRECISION),
-    CAST({high} AS DOUBLE PRECISION)"""
+class PeriodCache:
+    """The cells of stats_bin periods already read, by (generation, level, period, model_version),
+    each with the period's count of labelled changes when read. The triggers add to that count in
+    the transaction that changes the period's cells, and it never goes down, so cells are taken
+    from here only while the count read in the same snapshot is the one they were stored with.
+    The least recently used go beyond `budget_bytes`."""
+
+    def __init__(self, budget_bytes):
+        self.budget_bytes = budget_bytes
+        self.entries = OrderedDict()
+        self.size = 0
+        self.reads = 0  # periods read from the database and stored here
+        self.lock = threading.Lock()
+
+    def get(self, key, changes):
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None or entry[0] != changes:
+                return None
+            self.entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key, changes, cells):
+        with self.lock:
+            self.reads += 1
+            old = self.entries.pop(key, None)
+            self.size += cells.nbytes - (0 if old is None else old[1].nbytes)
+            self.entries[key] = (changes, cells)
+            while self.size > self.budget_bytes and self.entries:
+                _, (_, dropped) = self.entries.popitem(last=False)
+                self.size -= dropped.nbytes
+
+    def clear(self):
+        with self.lock:
+            self.entries.clear()
+            self.size = 0
 
 
-def pieces_histograms(database, pieces, versions):
-    """{model_version: Histogram} of the labelled rows in `pieces`, each (level, first period, last
-    period, sign): one query per version, in which the database adds the pieces up bin by bin, so
-    a version costs one row per bin to read however many pieces its window takes."""
-    param = database.param
-    if len(pieces) == 1 and pieces[0][1] == pieces[0][2] and pieces[0][3] == 1:  # one period, as stored
-        columns = CELL_COLUMNS.format(
-            pos="positives", neg="negatives", sum_proba="sum_proba", low="min_proba", high="max_proba"
-        )  # noqa: E501
-        query = f"SELECT {columns} FROM stats_bin WHERE level = {param} AND period = {param} AND model_version = {param}"  # noqa: E501
-        params_of = lambda version: (pieces[0][0], pieces[0][1], version)  # noqa: E731
-    else:
-        parts = [
-            f"""SELECT bin, {sign} * positives AS pos, {sign} * negatives AS neg, {sign} * sum_proba AS sum_proba,
-                       {"min_proba" if sign > 0 else "2.0"} AS low, {"max_proba" if sign > 0 else "-1.0"} AS high
-                FROM stats_bin WHERE level = {param} AND period BETWEEN {param} AND {param} AND model_version = {param}"""  # noqa: E501
-            for _, _, _, sign in pieces
-        ]  # a subtracted piece leaves a bin's extremes alone: 2.0 and -1.0 are outside any proba
-        columns = CELL_COLUMNS.format(
-            pos="SUM(pos)", neg="SUM(neg)", sum_proba="SUM(sum_proba)", low="MIN(low)", high="MAX(high)"
-        )  # noqa: E501
-        query = f"SELECT {columns} FROM ({' UNION ALL '.join(parts)}) AS cells GROUP BY bin"
-        params_of = lambda version: tuple(  # noqa: E731
-            value for level, first, last, _ in pieces for value in (level, first, last, version)
-        )
-    return {
-        version: Histogram().add_rows(read_cells(database, query, params_of(version))) for version in versions
-    }
+# A period of 10,000 cells is 480 kB: this holds a busy month's weeks, days and hours per version.
+PERIODS = PeriodCache(budget_bytes=32 * 2**20)
+CACHED_COST = 50  # what adding up a cached period costs, in cells read
+QUERY_COST = 100  # what one more query costs, in cells read
+
+
+def generation(database):
+    (found,) = database.execute_sql("SELECT MAX(generation) FROM stats_generation").fetchone()
+    return found
+
+
+CELL_COLUMNS = """CAST(bin AS INTEGER), CAST(positives AS BIGINT), CAST(negatives AS BIGINT),
+    CAST(sum_proba AS DOUBLE PRECISION), CAST(min_proba AS DOUBLE PRECISION),
+    CAST(max_proba AS DOUBLE PRECISION)"""
+
+
+class Plan:
+    """For a set of pieces (level, first period, last period, sign) to add up into histograms:
+    per level and model version the periods that hold labelled rows, and what each costs to add,
+    little when PERIODS holds its cells, else its cells and a query. Use inside snapshot()."""
+
+    def __init__(self, database, tables):
+        self.database = database
+        self.generation = generation(database)
+        self.versions = sorted(tables)
+        self.periods = {}
+        for version, table in tables.items():
+            for level in (ALL, WEEK, DAY, HOUR):
+                periods, labelled, changes = table.labelled_periods(level)
+                cached = [
+                    PERIODS.get(self.key(level, period, version), count) is not None
+                    for period, count in zip(periods.tolist(), changes.tolist(), strict=True)
+                ]
+                cost = np.where(cached, CACHED_COST, np.minimum(labelled, FINE_BINS) + QUERY_COST)
+                self.periods[level, version] = (periods, changes, np.concatenate([[0], np.cumsum(cost)]))
+
+    def key(self, level, period, version):
+        return self.generation, level, period, version
+
+    def span(self, level, version, first, last):
+        periods = self.periods[level, version][0]
+        return int(np.searchsorted(periods, first, "left")), int(np.searchsorted(periods, last, "right"))
+
+    def cost(self, pieces):
+        total = 0.0
+        for level, first, last, _ in pieces:
+            for version in self.versions:
+                low, high = self.span(level, version, first, last)
+                cumulative = self.periods[level, version][2]
+                total += cumulative[high] - cumulative[low]
+        return total
+
+    def histograms(self, pieces):
+        """{model_version: Histogram} of the pieces, for the versions with labelled rows in any."""
+        found = {}
+        for version in self.versions:
+            parts = [
+                (level, sign, *self.span(level, version, first, last)) for level, first, last, sign in pieces
+            ]
+            if all(low == high for *_, low, high in parts):
+                continue
+            histogram = found[version] = Histogram()
+            for level, sign, low, high in parts:
+                periods, changes, _ = self.periods[level, version]
+                for period, count in zip(periods[low:high].tolist(), changes[low:high].tolist(), strict=True):
+                    histogram.add_rows(self.cells(level, period, version, count), sign)
+        return found
+
+    def cells(self, level, period, version, changes):
+        """The period's cells (bin, positives, negatives, sum_proba, min, max), cached or read."""
+        key = self.key(level, period, version)
+        cells = PERIODS.get(key, changes)
+        if cells is None:
+            param = self.database.param
+            query = f"SELECT {CELL_COLUMNS} FROM stats_bin WHERE level = {param} AND period = {param} AND model_version = {param}"  # noqa: E501
+            cells = read_cells(self.database, query, (level, period, version))
+            PERIODS.put(key, changes, cells)
+        return cells
 
 
 def read_cells(database, query, params):
@@ -535,42 +731,20 @@ def from_binary_copy(data):
     )  # noqa: E501
 
 
-QUERY_COST = 500  # what one more query costs, in cells read
-
-
-def histograms_since(database, first_hour, labelled):
-    """{model_version: Histogram} of the labelled rows whose hour is `first_hour` or later, read
-    from the pieces that hold fewest cells: weeks, days and hours of the window, each edge either
-    added up from finer periods or taken as a whole minus its other side; or everything minus
-    the periods before the window. `labelled` ({(model_version, hour): labelled}) sizes them."""
-    labelled_in = {level: {} for level in HOURS_IN}
-    for (version, hour), count in labelled.items():
-        for level, hours in HOURS_IN.items():
-            key = version, hour // hours if hour >= 0 else UNKNOWN_PERIOD
-            labelled_in[level][key] = labelled_in[level].get(key, 0) + count
-    in_all = {}
-    for (version, _), count in labelled.items():
-        in_all[version, 0] = in_all.get((version, 0), 0) + count
-    labelled_in[ALL] = in_all
-
-    def cells(level, first, last):
-        """{model_version: cells} the piece would read, for the versions with any."""
-        found = {}
-        for (version, period), count in labelled_in[level].items():
-            if first <= period <= last and count:
-                found[version] = found.get(version, 0) + min(count, FINE_BINS)
-        return found
-
-    def cost(pieces):
-        read = [cells(level, first, last) for level, first, last, _ in pieces]
-        return sum(sum(per_version.values()) + QUERY_COST * len(per_version) for per_version in read)
-
+def histograms_since(database, first_hour, tables):
+    """{model_version: Histogram} of the labelled rows whose hour is `first_hour` or later, from
+    the pieces that cost least to add up (`tables`, from hour_tables(), size them): weeks, days
+    and hours of the window, each edge either added up from finer periods or taken as a whole
+    minus its other side; or everything minus the periods before the window."""
+    plan = Plan(database, tables)
     week = first_hour // HOURS_IN[WEEK]
-    inside = [*tail(WEEK, first_hour, cost), (WEEK, week + 1, FOREVER, 1)]
-    outside = [(ALL, 0, 0, 1), (WEEK, UNKNOWN_PERIOD, week - 1, -1), *negated(head(WEEK, first_hour, cost))]
-    pieces = min(inside, outside, key=cost)
-    versions = set().union(*(cells(level, first, last) for level, first, last, _ in pieces))
-    return pieces_histograms(database, pieces, sorted(versions))
+    inside = [*tail(WEEK, first_hour, plan.cost), (WEEK, week + 1, FOREVER, 1)]
+    outside = [
+        (ALL, 0, 0, 1),
+        (WEEK, UNKNOWN_PERIOD, week - 1, -1),
+        *negated(head(WEEK, first_hour, plan.cost)),
+    ]
+    return plan.histograms(min(inside, outside, key=plan.cost))
 
 
 def tail(level, first_hour, cost):
@@ -613,8 +787,11 @@ def negated(pieces):
     return [(level, first, last, -sign) for level, first, last, sign in pieces]
 
 
-def whole_history_histograms(database, versions):
-    return pieces_histograms(database, [(ALL, 0, 0, 1)], versions)
+def whole_history_histograms(database, tables):
+    """{model_version: Histogram} of every labelled row: from the whole history's cells, or from
+    the weeks' when those are cached."""
+    plan = Plan(database, tables)
+    return plan.histograms(min([(ALL, 0, 0, 1)], [(WEEK, UNKNOWN_PERIOD, FOREVER, 1)], key=plan.cost))
 
 
 def series_histograms(database, every_day, first_period):

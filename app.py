@@ -49,6 +49,7 @@ from playhouse.db_url import connect
 from playhouse.shortcuts import model_to_dict
 from werkzeug.exceptions import HTTPException
 
+import aggregates
 import artifacts
 import database
 import metrics
@@ -76,6 +77,7 @@ MAX_BATCH_SIZE = int(os.environ.get("MAX_BATCH_SIZE") or 64)
 DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE") or 4)  # database connections per worker, at most
 STATS_MAX_AGE_SECONDS = float(os.environ.get("STATS_MAX_AGE_SECONDS") or 1)  # reuse /stats answers this old
 MONITORING_PER_SECOND = float(os.environ.get("MONITORING_PER_SECOND") or 10)  # /stats answers, per worker
+STATS_CACHE_MB = float(os.environ.get("STATS_CACHE_MB") or 32)  # periods' cells kept for /stats, per worker
 DISCARD_AT_MOST_BYTES = 32 * 2**20  # of a body over the limit, read before answering 413
 
 logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
@@ -367,6 +369,7 @@ def model():
 # Monitoring reads only the running totals (aggregates.py); callers that come at once share one
 # computation per worker (coalescing.py), so a flood of them can't starve /predict.
 STATS_CALLS = Coalescer(STATS_MAX_AGE_SECONDS)
+aggregates.PERIODS.budget_bytes = int(STATS_CACHE_MB * 2**20)  # 0: every call reads every cell
 # A second's worth at once, then paced; 12 of gunicorn's 16 threads at most wait their turn.
 MONITORING_PACE = Pacer(MONITORING_PER_SECOND, burst=MONITORING_PER_SECOND, most_waiting=12)
 

@@ -11,7 +11,8 @@ Contract:
   - applies each later step with peewee's `playhouse.migrate`, recording each version;
   - checks that every column the service uses is there with a usable type.
   Version 3 adds aggregates.py's running totals (tables and triggers) and fills them from the
-  rows already there: one pass over the table, inside the same transaction.
+  rows already there: one pass over the table, inside the same transaction. Version 4 adds
+  the counts of changes that let /stats cache periods' cells (no pass over the rows).
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
 - Rows are never deleted or rewritten. Rows from the tutorial's table get model_version
@@ -37,7 +38,7 @@ import aggregates
 
 log = logging.getLogger("migrations")
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
 
 
@@ -85,10 +86,16 @@ def running_totals(database, migrator, table):
     aggregates.install(database, table)
 
 
+def change_counts(database, migrator, table):
+    """Version 3 -> 4: the counts that tell /stats which periods' cells it may take from its cache."""
+    aggregates.add_change_counts(database, table)
+
+
 STEPS = {
     1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
     2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
     3: ("running totals for /stats (stats_hour, stats_bin), kept by triggers", running_totals),
+    4: ("counts of labelled changes per hour, for /stats' cache of periods", change_counts),
 }
 
 # Each shipped schema, recognised by its columns when no version was recorded.

@@ -8,8 +8,9 @@ Contract:
 - `stats_report(database, table, hours, now)`: predictions served and labelled since the start
   of the hour holding `now - hours` (of the day, for windows over 48 hours; the whole history
   when hours is None), overall and per model_version; on the labelled ones ROC AUC (with the
-  most it can be off, `roc_auc_max_error`: 0 when the doubtful bins hold EXACT_UP_TO_ROWS rows
-  or fewer, else at most 1e-4 unless that would take reading over MOST_ROWS_READ rows), log
+  most it can be off, `roc_auc_max_error`: 0 when reading the doubtful bins passes over
+  EXACT_UP_TO_ROWS labelled rows or fewer (in a window, with the rows before it that share their
+  bins), else at most 1e-4 unless that would take reading over MOST_ROWS_READ rows), log
   loss, Brier score, the predicted vs observed positive rate, the calibration table and the
   histogram of probabilities by true class.
 - `series_report(database, every, hours, now)`: the same figures (no tables) per hour or day.
@@ -72,7 +73,7 @@ def model_card(pipeline, schema, labels, pipeline_sha256, training_meta):
 # the running totals that aggregates.py keeps (never from the predictions themselves).
 AUC_MAX_ERROR = 1e-4  # read exact probas for the bins that would leave ROC AUC less sure than this
 MOST_ROWS_READ = 100_000  # ... but never more rows than this per call
-EXACT_UP_TO_ROWS = 10_000  # and when the doubtful bins hold no more rows than this, read them all
+EXACT_UP_TO_ROWS = 10_000  # and when reading the doubtful bins passes over no more, read them all
 CALIBRATION_BINS = 10
 HISTOGRAM_BINS = 20
 
@@ -103,23 +104,17 @@ def stats_report(database, table, hours, now):
     that holds `now - hours` (the whole history when hours is None), overall and per model_version."""
     first_hour = None if hours is None else window_start(hours, now)
     with aggregates.snapshot(database):
-        every_hour = aggregates.hour_totals(database)
-        labelled = {(version, hour): sums["labelled"] for version, hour, sums in every_hour}
+        tables = aggregates.hour_tables(database)
         if first_hour is None:
-            versions = sorted({version for (version, _), count in labelled.items() if count})
-            histograms = aggregates.whole_history_histograms(database, versions)
+            histograms = aggregates.whole_history_histograms(database, tables)
         else:
-            histograms = aggregates.histograms_since(database, first_hour, labelled)
-        outside = sum(
-            count for (_, hour), count in labelled.items() if first_hour is not None and hour < first_hour
-        )
+            histograms = aggregates.histograms_since(database, first_hour, tables)
+        totals = {version: by_hour.totals(first_hour) for version, by_hour in tables.items()}
+        every_labelled = sum(by_hour.totals()["labelled"] for by_hour in tables.values())
+        outside = every_labelled - sum(sums["labelled"] for sums in totals.values())  # before the window
         aggregates.add_exact_probas(
             database, table, histograms, first_hour, AUC_MAX_ERROR, MOST_ROWS_READ, EXACT_UP_TO_ROWS, outside
         )
-    totals = {}
-    for version, hour, sums in every_hour:
-        if first_hour is None or hour >= first_hour:
-            add_sums(totals.setdefault(version, {}), sums)
     totals = {version: sums for version, sums in totals.items() if sums["predictions"]}  # all deleted
     overall = aggregates.Histogram()
     for histogram in histograms.values():
@@ -212,11 +207,13 @@ def series_report(database, every, hours, now):
     every_day = every == "day"
     first = window_start(hours, now, every_day)
     with aggregates.snapshot(database):
-        hours_found = aggregates.hour_totals(database, first * 24 if every_day else first)
+        tables = aggregates.hour_tables(database, first * 24 if every_day else first)
         histograms = aggregates.series_histograms(database, every_day, first)
-    totals = {}
-    for version, hour, sums in hours_found:
-        add_sums(totals.setdefault((version, hour // 24 if every_day else hour), {}), sums)
+    totals = {
+        (version, period): sums
+        for version, by_hour in tables.items()
+        for period, sums in by_hour.totals_by_period(24 if every_day else 1).items()
+    }
     series = {}
     for version, period in sorted(key for key, sums in totals.items() if sums["predictions"]):
         histogram = histograms.get((version, period), aggregates.Histogram(aggregates.COARSE_BINS))

@@ -174,14 +174,12 @@ def test_a_window_read_from_pieces_equals_the_rows_of_the_window(database_url):
     database = fresh_database(database_url)
     rows = random_rows(3000, seed=1)
     insert(database, rows)
-    labelled = {}
-    for version, hour, sums in aggregates.hour_totals(database):
-        labelled[version, hour] = sums["labelled"]
+    tables = aggregates.hour_tables(database)
     start_hour = math.floor((START - aggregates.EPOCH).total_seconds() / 3600)
     # Window starts at a week's, a day's and an hour's start, mid-day, mid-week, before and after all rows.
     for offset in [-200, -7, 0, 1, 16, 17, 23, 24, 100, 160, 161, 168, 200, 333, 500, 503, 600]:
         first_hour = start_hour + offset
-        histograms = aggregates.histograms_since(database, first_hour, labelled)
+        histograms = aggregates.histograms_since(database, first_hour, tables)
         for version in ("version_a", "version_b"):
             expected = np.zeros((2, aggregates.FINE_BINS), dtype=int)
             for _, proba, true_class, row_version, created_at in rows:
@@ -252,4 +250,67 @@ def test_stats_equal_the_rows_after_concurrent_predictions_and_corrected_labels(
     assert_totals_match_the_rows(database)
     assert stats["overall"]["predictions"] == 300
     assert_stats_equal_the_rows(stats["overall"], exact_quality(database))
+    database.close()
+
+
+def reports(database, now):
+    """/stats for the whole history and windows whose pieces are weeks, days and hours."""
+    import monitoring  # noqa: PLC0415 - only these tests read the reports in-process
+
+    found = {}
+    for hours in (None, 5, 24, 30, 200, 400):
+        report = monitoring.stats_report(database, "prediction", hours, now)
+        found[hours] = {key: value for key, value in report.items() if key != "as_of"}
+    return found
+
+
+def cold_reports(database, now):
+    aggregates.PERIODS.clear()
+    return reports(database, now)
+
+
+@BOTH
+def test_cached_periods_are_used_only_while_their_rows_are_unchanged(database_url):
+    database = fresh_database(database_url)
+    param = database.param
+    insert(database, random_rows(3000, seed=7))
+    now = START + timedelta(days=21)
+    first = cold_reports(database, now)
+    aggregates.PERIODS.reads = 0
+    assert reports(database, now) == first
+    assert aggregates.PERIODS.reads == 0  # nothing changed: every period from the cache
+    changes = [
+        (f"UPDATE prediction SET true_class = 1 - true_class WHERE {every(97, 3000)}", ()),  # corrected
+        (f"UPDATE prediction SET true_class = NULL WHERE {every(89, 3000)}", ()),  # withdrawn
+        (f"UPDATE prediction SET true_class = 1 WHERE observation_id = {param}", (5,)),  # one, long ago
+        (f"UPDATE prediction SET proba = proba / 3 WHERE {every(83, 3000)}", ()),
+        (f"UPDATE prediction SET created_at = {param} WHERE {every(79, 3000)}", (START,)),
+        (f"UPDATE prediction SET model_version = 'version_c' WHERE {every(73, 3000)}", ()),
+        (f"DELETE FROM prediction WHERE {every(71, 3000)}", ()),
+    ]
+    for statement, params in changes:
+        database.execute_sql(statement, params)
+        aggregates.PERIODS.reads = 0
+        warm = reports(database, now)
+        assert aggregates.PERIODS.reads > 0, statement
+        assert warm == cold_reports(database, now), statement
+    assert_stats_equal_the_rows(warm[None]["overall"], exact_quality(database))
+    aggregates.install(database, "prediction")  # rebuilt: a new generation, nothing cached passes
+    assert reports(database, now) == warm
+    database.execute_sql("DELETE FROM prediction")
+    insert(database, random_rows(500, seed=8))
+    assert reports(database, now) == cold_reports(database, now)
+    database.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_truncated_table_starts_a_new_generation_of_cached_periods(database_url):
+    database = fresh_database(database_url)
+    rows = random_rows(300, seed=9)
+    insert(database, rows)
+    now = START + timedelta(days=21)
+    reports(database, now)
+    database.execute_sql("TRUNCATE prediction")  # the counts of changes start again from zero
+    insert(database, [(i, 1 - proba, *rest) for i, proba, *rest in rows])  # as many changes, other cells
+    assert reports(database, now) == cold_reports(database, now)
     database.close()

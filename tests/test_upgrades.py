@@ -139,12 +139,12 @@ def test_an_old_table_is_upgraded_in_place_and_every_row_still_served(database_u
     server = live_server(database_url)
 
     found = 0 if old == "tutorial" else 1
-    assert f"upgraded the schema in place from version {found} to 3" in server.output()
+    assert f"upgraded the schema in place from version {found} to 4" in server.output()
     after = table_rows(database_url)
     assert len(after) == ROWS
     assert same_rows(before, after, database_url.startswith("postgresql"))
     versions = column_values(database_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(version,) for version in range(found + 1, 4)]
+    assert versions == [(version,) for version in range(found + 1, 5)]
     # A retry of an old id with the same observation answers the stored proba; another is a 409.
     for i in range(ROWS):
         retry = post(server, "/predict", {"id": i, "observation": observation(i)})
@@ -166,7 +166,62 @@ def test_an_old_table_is_upgraded_in_place_and_every_row_still_served(database_u
 @BOTH
 def test_an_upgrade_from_version_2_fills_the_running_totals_from_the_rows(database_url, live_server):
     service = import_app(database_url)
-    rows = [
+    service.Prediction.insert_many(hourly_rows(service)).execute()
+    with service.DB.atomic():  # what version 2 had: no totals, no triggers
+        drop_triggers(service.DB, database_url)
+        for table in ("stats_hour", "stats_bin", "stats_generation"):
+            service.DB.execute_sql(f"DROP TABLE {table}")
+        service.DB.execute_sql("UPDATE schema_version SET version = 2 WHERE version = 4")
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert "upgraded the schema in place from version 2 to 4" in server.output()
+    assert_stats_right_after_the_upgrade(server, database_url)
+
+
+@BOTH
+def test_an_upgrade_from_version_3_counts_changes_from_then_on(database_url, live_server):
+    service = import_app(database_url)
+    service.Prediction.insert_many(hourly_rows(service)).execute()
+    with service.DB.atomic():  # version 3 had the totals, without labelled_changes or a generation
+        drop_triggers(service.DB, database_url)
+        service.DB.execute_sql("ALTER TABLE stats_hour DROP COLUMN labelled_changes")
+        service.DB.execute_sql("DROP TABLE stats_generation")
+        service.DB.execute_sql("UPDATE schema_version SET version = 3 WHERE version = 4")
+    service.DB.close_all()
+
+    server = live_server(database_url, env={"STATS_MAX_AGE_SECONDS": "0"})  # every /stats afresh
+
+    assert "upgraded the schema in place from version 3 to 4" in server.output()
+    assert_stats_right_after_the_upgrade(server, database_url)
+    before = requests.get(f"{server.base}/stats", timeout=30).json()
+    for i in range(0, 200, 4):  # labels for old predictions: cached periods must not outlive them
+        assert post(server, "/update", {"id": i, "true_class": 1}).status_code == 200
+    after = requests.get(f"{server.base}/stats", timeout=30).json()
+    assert after["overall"]["labelled"] == before["overall"]["labelled"] + 50
+    assert_stats_right_after_the_upgrade(server, database_url)
+
+
+def drop_triggers(database, database_url):
+    for trigger in aggregates.TRIGGER_NAMES:
+        on_table = "" if database_url.startswith("sqlite") else " ON prediction"
+        database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}{on_table}")
+
+
+def assert_stats_right_after_the_upgrade(server, database_url):
+    database = connect(database_url)
+    assert_totals_match_the_rows(database)
+    assert aggregates.installed(database, "prediction")
+    stats = requests.get(f"{server.base}/stats", timeout=30).json()
+    assert stats["overall"]["predictions"] == 200
+    for version in ("version_0", "version_1"):
+        assert_stats_equal_the_rows(stats["by_model_version"][version], exact_quality(database, version))
+    database.close()
+
+
+def hourly_rows(service):
+    return [
         {
             "observation_id": i,
             "observation": "{}",
@@ -177,27 +232,6 @@ def test_an_upgrade_from_version_2_fills_the_running_totals_from_the_rows(databa
         }
         for i in range(200)
     ]
-    service.Prediction.insert_many(rows).execute()
-    with service.DB.atomic():  # what version 2 had: no totals, no triggers
-        for trigger in aggregates.TRIGGER_NAMES:
-            on_table = "" if database_url.startswith("sqlite") else " ON prediction"
-            service.DB.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}{on_table}")
-        service.DB.execute_sql("DROP TABLE stats_hour")
-        service.DB.execute_sql("DROP TABLE stats_bin")
-        service.DB.execute_sql("UPDATE schema_version SET version = 2 WHERE version = 3")
-    service.DB.close_all()
-
-    server = live_server(database_url)
-
-    assert "upgraded the schema in place from version 2 to 3" in server.output()
-    database = connect(database_url)
-    assert_totals_match_the_rows(database)
-    assert aggregates.installed(database, "prediction")
-    stats = requests.get(f"{server.base}/stats", timeout=30).json()
-    assert stats["overall"]["predictions"] == 200
-    for version in ("version_0", "version_1"):
-        assert_stats_equal_the_rows(stats["by_model_version"][version], exact_quality(database, version))
-    database.close()
 
 
 @BOTH
@@ -228,6 +262,7 @@ def test_instances_starting_together_on_an_old_database_upgrade_it_once(database
         (1,),
         (2,),
         (3,),
+        (4,),
     ]
     assert len(table_rows(database_url)) == ROWS
 
@@ -242,6 +277,7 @@ def test_the_upgrade_runs_once_and_then_is_a_no_op(database_url):
         (1,),
         (2,),
         (3,),
+        (4,),
     ]
 
 
@@ -304,7 +340,7 @@ def test_a_failed_upgrade_changes_nothing_and_says_what_to_do(database_url):
         ),
         (
             "INSERT INTO schema_version VALUES (99, '2030-01-01', 'from the future')",
-            "newer than this code's 3",
+            "newer than this code's 4",
         ),
     ],
 )
