@@ -6,7 +6,8 @@ Contract:
   UPDATE and DELETE (and TRUNCATE on PostgreSQL). They agree with the rows whoever writes them
   (this service, a second /update correcting a label, an operator in psql), at any concurrency:
   - `stats_hour` (model_version, hour): predictions, labelled, positives, and over the labelled
-    rows the sums of proba, squared error (Brier) and log loss; `sum_proba_all` over every row.
+    rows the sums of proba, squared error (Brier) and log loss; `sum_proba_all` over every row;
+    `labelled_changes`, the labelled rows that have arrived in or left the hour's bins.
   - `stats_bin` (level, period, model_version, bin): labelled positives and negatives whose proba
     falls in the bin, their summed proba, and the smallest and largest proba the bin has held.
     Levels: ALL (period 0), WEEK, DAY and HOUR with FINE_BINS bins of 1/10,000 (floor(proba *
@@ -14,13 +15,19 @@ Contract:
 - A period counts whole hours, days or weeks (of 168 hours) since 1970-01-01 UTC to created_at.
   Rows without created_at (the tutorial's table recorded none) are period -1 at every level: in
   the whole history, never in a window.
-- `install(database, table)` (re)creates both tables, an index on the labelled rows' proba and
-  the triggers, and fills the totals from the rows already there; migrations.py calls it inside
-  the upgrade's transaction (schema version 3), or when `installed()` finds a part missing.
-- Reading, inside `snapshot(database)`: `hour_totals()`; `whole_history_histograms()`,
-  `histograms_since(first_hour)` (a window as the pieces holding the fewest bins) and
-  `series_histograms()`, each {model_version: Histogram}; `add_exact_probas()` reads the rows
-  of the bins that leave ROC AUC too unsure.
+- `install(database, table)` (re)creates both tables, `stats_generation`, an index on the
+  labelled rows' proba and the triggers, and fills the totals from the rows already there;
+  migrations.py calls it inside the upgrade's transaction (schema version 3), or when
+  `installed()` finds a part missing. `add_change_counts()` is version 4: what version 3 lacked.
+- Reading, inside `snapshot(database)`: `hour_tables()` and `day_tables()` ({model_version:
+  HourTable}); `whole_history_histograms()`, `histograms_since(first_hour)` (a window as the
+  pieces that cost least) and `series_histograms()`, each {model_version: Histogram};
+  `add_exact_probas()` reads the rows of the bins that leave ROC AUC too unsure.
+- `PERIODS` keeps the cells of the periods read, per process, and hands them back only while
+  the period's count of labelled changes (the sum of `labelled_changes` over its hours, which
+  every trigger adds to in the transaction that changes its cells, and which never goes down)
+  is the one read with them, in the same database generation (`stats_generation`: random at
+  install(), moved on by a TRUNCATE). So a cached period is always the period as stored.
 - `Histogram.roc_auc()` is the Mann-Whitney statistic over the bins, ties counted as half, with
   `max_error`, the most it can differ from the statistic over the rows: pairs in different bins
   are ordered exactly; only a positive and a negative sharing a bin whose smallest and largest
@@ -514,7 +521,8 @@ HOUR_COLUMNS = (
 
 
 class HourTable:
-    """One model version's rows of stats_hour: `hours`, and `values` with a column per HOUR_COLUMNS."""
+    """One model version's rows of stats_hour (each an hour, or a day added up at its first hour):
+    `hours`, and `values` with a column per HOUR_COLUMNS."""
 
     def __init__(self, hours, values):
         self.hours = hours
@@ -553,7 +561,23 @@ def hour_tables(database, first_hour=None):
     """{model_version: HourTable} of stats_hour, from `first_hour` on (None: every hour)."""
     where, params = ("", ()) if first_hour is None else (f"WHERE hour >= {database.param}", (first_hour,))
     query = f"SELECT model_version, hour, {', '.join(HOUR_COLUMNS)} FROM stats_hour {where} ORDER BY 1, 2"
-    rows = database.execute_sql(query, params).fetchall()
+    return tables_of(database.execute_sql(query, params).fetchall())
+
+
+def day_tables(database, hourly_day=None):
+    """{model_version: HourTable} of stats_hour with the hours of each day added up, as one row
+    at the day's first hour, except those of `hourly_day` (and hour -1, no created_at). Weeks,
+    days and the whole history add up the same; a table running for a year reads 365 rows per
+    version instead of 8,760."""
+    start = f"""CASE WHEN hour < 0 THEN hour WHEN hour / 24 = {database.param} THEN hour
+                ELSE hour / 24 * 24 END"""
+    query = f"""SELECT model_version, {start}, {", ".join(f"SUM({column})" for column in HOUR_COLUMNS)}
+                FROM stats_hour GROUP BY 1, 2 ORDER BY 1, 2"""
+    return tables_of(database.execute_sql(query, (-1 if hourly_day is None else hourly_day,)).fetchall())
+
+
+def tables_of(rows):
+    """{model_version: HourTable} of rows (model_version, hour, *HOUR_COLUMNS) in that order."""
     if not rows:
         return {}
     versions = np.array([row[0] for row in rows])
@@ -733,7 +757,7 @@ def from_binary_copy(data):
 
 def histograms_since(database, first_hour, tables):
     """{model_version: Histogram} of the labelled rows whose hour is `first_hour` or later, from
-    the pieces that cost least to add up (`tables`, from hour_tables(), size them): weeks, days
+    the pieces that cost least to add up (`tables`, from day_tables(), size them): weeks, days
     and hours of the window, each edge either added up from finer periods or taken as a whole
     minus its other side; or everything minus the periods before the window."""
     plan = Plan(database, tables)

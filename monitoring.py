@@ -104,7 +104,8 @@ def stats_report(database, table, hours, now):
     that holds `now - hours` (the whole history when hours is None), overall and per model_version."""
     first_hour = None if hours is None else window_start(hours, now)
     with aggregates.snapshot(database):
-        tables = aggregates.hour_tables(database)
+        # Hours one by one only where a window's edge may cut a day: days add up the rest.
+        tables = aggregates.day_tables(database, None if first_hour is None else first_hour // 24)
         if first_hour is None:
             histograms = aggregates.whole_history_histograms(database, tables)
         else:
