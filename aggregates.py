@@ -564,16 +564,18 @@ def hour_tables(database, first_hour=None):
     return tables_of(database.execute_sql(query, params).fetchall())
 
 
-def day_tables(database, hourly_day=None):
+def day_tables(database, hourly_day=None, first_hour=None):
     """{model_version: HourTable} of stats_hour with the hours of each day added up, as one row
-    at the day's first hour, except those of `hourly_day` (and hour -1, no created_at). Weeks,
-    days and the whole history add up the same; a table running for a year reads 365 rows per
-    version instead of 8,760."""
-    start = f"""CASE WHEN hour < 0 THEN hour WHEN hour / 24 = {database.param} THEN hour
-                ELSE hour / 24 * 24 END"""
+    at the day's first hour, except those of `hourly_day` (and hour -1, no created_at); from
+    `first_hour` on (None: every hour). Weeks, days and the whole history add up the same; a
+    table running for a year reads 365 rows per version instead of 8,760."""
+    param = database.param
+    start = f"CASE WHEN hour < 0 THEN hour WHEN hour / 24 = {param} THEN hour ELSE hour / 24 * 24 END"
+    where = "" if first_hour is None else f"WHERE hour >= {param}"
     query = f"""SELECT model_version, {start}, {", ".join(f"SUM({column})" for column in HOUR_COLUMNS)}
-                FROM stats_hour GROUP BY 1, 2 ORDER BY 1, 2"""
-    return tables_of(database.execute_sql(query, (-1 if hourly_day is None else hourly_day,)).fetchall())
+                FROM stats_hour {where} GROUP BY 1, 2 ORDER BY 1, 2"""
+    params = (-1 if hourly_day is None else hourly_day,) + (() if first_hour is None else (first_hour,))
+    return tables_of(database.execute_sql(query, params).fetchall())
 
 
 def tables_of(rows):
@@ -710,49 +712,46 @@ class Plan:
         return cells
 
 
-def read_cells(database, query, params):
-    """The query's rows (bin, positives, negatives, sum_proba, min, max) as an array. PostgreSQL
-    sends them in its binary COPY format: parsing 10,000 rows of text costs psycopg2 about 30 ms,
-    numpy reads the binary in well under one."""
+CELL_FIELDS = [
+    ("bin", ">i4"), ("positives", ">i8"), ("negatives", ">i8"),
+    ("sum_proba", ">f8"), ("low", ">f8"), ("high", ">f8"),
+]  # fmt: skip
+PERIOD_FIELD = ("period", ">i8")
+
+
+def read_cells(database, query, params, fields=CELL_FIELDS):
+    """The query's rows (bin, positives, negatives, sum_proba, min, max; or as `fields` says) as
+    an array of floats. PostgreSQL sends them in its binary COPY format: parsing 10,000 rows of
+    text costs psycopg2 about 30 ms, numpy reads the binary in well under one."""
     if dialect_of(database) is SQLITE:
-        return np.array(database.execute_sql(query, params).fetchall(), dtype=float).reshape(-1, 6)
+        return np.array(database.execute_sql(query, params).fetchall(), dtype=float).reshape(-1, len(fields))
     cursor = database.cursor()
     copied = io.BytesIO()
     with peewee.__exception_wrapper__:  # psycopg2's errors as peewee's, as every other query's
         cursor.copy_expert(
             f"COPY ({cursor.mogrify(query, params).decode()}) TO STDOUT (FORMAT binary)", copied
         )
-    return from_binary_copy(copied.getvalue())
+    return from_binary_copy(copied.getvalue(), fields)
 
 
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-BINARY_CELL = np.dtype(
-    [("fields", ">i2")]
-    + [
-        field
-        for name, kind in [
-            ("bin", ">i4"),
-            ("positives", ">i8"),
-            ("negatives", ">i8"),
-            ("sum_proba", ">f8"),
-            ("low", ">f8"),
-            ("high", ">f8"),
-        ]  # noqa: E501
-        for field in [(f"{name}_length", ">i4"), (name, kind)]
-    ]
-)
 
 
-def from_binary_copy(data):
-    """Rows of six NOT NULL fixed-width fields, from PostgreSQL's binary COPY output."""
+def from_binary_copy(data, fields):
+    """Rows of NOT NULL fixed-width `fields` [(name, numpy big-endian kind)], from PostgreSQL's
+    binary COPY output, as an array of floats with a column per field."""
+    layout = np.dtype(
+        [("fields", ">i2")]
+        + [part for name, kind in fields for part in [(f"{name}_length", ">i4"), (name, kind)]]
+    )
     header_length = 19 + int.from_bytes(data[15:19], "big")  # signature, flags, extension length
-    rows = np.frombuffer(data[header_length:-2], dtype=BINARY_CELL)  # the last 2 bytes end the data
-    lengths = [rows[name].tolist() for name in BINARY_CELL.names if name.endswith("_length")]
-    if data[:11] != COPY_SIGNATURE or set(rows["fields"].tolist()) - {6} or set(sum(lengths, [])) - {4, 8}:
-        raise RuntimeError("PostgreSQL's binary COPY output is not the six fields expected")
-    return np.column_stack(
-        [rows[name].astype(float) for name in ("bin", "positives", "negatives", "sum_proba", "low", "high")]
-    )  # noqa: E501
+    rows = np.frombuffer(data[header_length:-2], dtype=layout)  # the last 2 bytes end the data
+    wrong_length = any(
+        set(rows[f"{name}_length"].tolist()) - {np.dtype(kind).itemsize} for name, kind in fields
+    )
+    if data[:11] != COPY_SIGNATURE or set(rows["fields"].tolist()) - {len(fields)} or wrong_length:
+        raise RuntimeError(f"PostgreSQL's binary COPY output is not the {len(fields)} fields expected")
+    return np.column_stack([rows[name].astype(float) for name, _ in fields]).reshape(-1, len(fields))
 
 
 def histograms_since(database, first_hour, tables):
@@ -818,12 +817,42 @@ def whole_history_histograms(database, tables):
     return plan.histograms(min([(ALL, 0, 0, 1)], [(WEEK, UNKNOWN_PERIOD, FOREVER, 1)], key=plan.cost))
 
 
-def series_histograms(database, every_day, first_period):
-    """{(model_version, period): Histogram} on the coarse bins, from `first_period` on."""
-    level = DAY_COARSE if every_day else HOUR_COARSE
-    query = f"""SELECT model_version, period, bin, positives, negatives, sum_proba, min_proba, max_proba
-                FROM stats_bin WHERE level = {database.param} AND period >= {database.param}"""
-    rows = {}
-    for version, period, *cell in database.execute_sql(query, (level, first_period)).fetchall():
-        rows.setdefault((version, int(period)), []).append(cell)
-    return {key: Histogram(COARSE_BINS).add_rows(cells) for key, cells in rows.items()}
+def series_histograms(database, every_day, tables):
+    """{(model_version, period): Histogram} on the coarse bins, per day or hour, for the periods
+    of `tables` (its hours or days, from the series' first) that hold labelled rows. Each
+    version's periods come from PERIODS while unchanged; the others in one query."""
+    level, finer = (DAY_COARSE, DAY) if every_day else (HOUR_COARSE, HOUR)
+    this_generation = generation(database)
+    found = {}
+    for version, by_hour in tables.items():
+        periods, _, changes = by_hour.labelled_periods(finer)
+        wanted = dict(zip(periods.tolist(), changes.tolist(), strict=True))
+        cells = {
+            period: PERIODS.get((this_generation, level, period, version), count)
+            for period, count in wanted.items()
+        }
+        missing = [period for period, got in cells.items() if got is None]
+        if missing:
+            read = coarse_cells(database, level, version, min(missing), max(missing))
+            for period in missing:
+                cells[period] = read.get(period, np.empty((0, 6)))
+                PERIODS.put((this_generation, level, period, version), wanted[period], cells[period])
+        for period, got in cells.items():
+            found[version, period] = Histogram(COARSE_BINS).add_rows(got)
+    return found
+
+
+def coarse_cells(database, level, version, first, last):
+    """{period: cells} of one version's periods first..last at a coarse level."""
+    param = database.param
+    query = f"""SELECT CAST(period AS BIGINT), {CELL_COLUMNS} FROM stats_bin
+                WHERE level = {param} AND model_version = {param} AND period BETWEEN {param} AND {param}
+                ORDER BY 1"""
+    rows = read_cells(database, query, (level, version, first, last), [PERIOD_FIELD, *CELL_FIELDS])
+    if not len(rows):
+        return {}
+    starts = np.flatnonzero(np.diff(rows[:, 0], prepend=np.nan))  # where each period's rows begin
+    return {
+        int(rows[start, 0]): part[:, 1:]
+        for start, part in zip(starts, np.split(rows, starts[1:]), strict=True)
+    }

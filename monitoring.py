@@ -208,8 +208,11 @@ def series_report(database, every, hours, now):
     every_day = every == "day"
     first = window_start(hours, now, every_day)
     with aggregates.snapshot(database):
-        tables = aggregates.hour_tables(database, first * 24 if every_day else first)
-        histograms = aggregates.series_histograms(database, every_day, first)
+        if every_day:  # the hours of each day added up in the database
+            tables = aggregates.day_tables(database, first_hour=first * 24)
+        else:
+            tables = aggregates.hour_tables(database, first)
+        histograms = aggregates.series_histograms(database, every_day, tables)
     totals = {
         (version, period): sums
         for version, by_hour in tables.items()

@@ -254,13 +254,17 @@ def test_stats_equal_the_rows_after_concurrent_predictions_and_corrected_labels(
 
 
 def reports(database, now):
-    """/stats for the whole history and windows whose pieces are weeks, days and hours."""
+    """/stats for the whole history and windows whose pieces are weeks, days and hours, and
+    /stats/series per day and per hour."""
     import monitoring  # noqa: PLC0415 - only these tests read the reports in-process
 
     found = {}
     for hours in (None, 5, 24, 30, 200, 400):
         report = monitoring.stats_report(database, "prediction", hours, now)
         found[hours] = {key: value for key, value in report.items() if key != "as_of"}
+    for every, hours in (("day", 720), ("hour", 400)):
+        report = monitoring.series_report(database, every, hours, now)
+        found[every] = {key: value for key, value in report.items() if key != "as_of"}
     return found
 
 
