@@ -62,6 +62,20 @@ def count_rows(database_url, postgres):
     return postgres.sql("SELECT count(*) FROM prediction", database=database_url.rsplit("/", 1)[1])[0][0]
 
 
+def rows_once_settled(database_url, postgres, quiet_seconds=0.5):
+    """The table's row count once it has stopped growing. When wrk stops, a server may still
+    be working through requests queued in its listening socket (the baseline's sync workers,
+    at 64 and 256 connections, for a second or more): measuring the other server meanwhile
+    would give it a busier machine than its own run had."""
+    count = count_rows(database_url, postgres)
+    for _ in range(120):
+        time.sleep(quiet_seconds)
+        count, previous = count_rows(database_url, postgres), count
+        if count == previous:
+            break
+    return count
+
+
 def memory_mb(server):
     """(workers, RSS, PSS) of gunicorn's master plus its workers, from /proc."""
     master = server.process.pid
@@ -96,7 +110,7 @@ def bench_backend(backend, postgres, scratch, args):
                     first_id += 10**7  # ids stay in 32 bits: the baseline's IntegerField
                     before = count_rows(urls[kind], postgres)
                     run = run_wrk(servers[kind], connections, args.seconds, first_id)
-                    run["rows"] = count_rows(urls[kind], postgres) - before
+                    run["rows"] = rows_once_settled(urls[kind], postgres) - before
                     runs[kind].append(run)
             for kind in KINDS:
                 results.append(summarize(backend, kind, connections, runs[kind]))
