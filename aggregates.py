@@ -616,6 +616,17 @@ class PeriodCache:
             self.entries.move_to_end(key)
             return entry[1]
 
+    def fetch(self, wanted, read_missing):
+        """{key: cells} for `wanted`, {key: changes as counted now}: from here where the count is
+        the one stored, the others from read_missing(keys) -> {key: cells}, then stored."""
+        found = {key: self.get(key, changes) for key, changes in wanted.items()}
+        missing = [key for key, cells in found.items() if cells is None]
+        if missing:
+            for key, cells in read_missing(missing).items():
+                found[key] = cells
+                self.put(key, wanted[key], cells)
+        return found
+
     def put(self, key, changes, cells):
         with self.lock:
             self.reads += 1
@@ -703,13 +714,12 @@ class Plan:
     def cells(self, level, period, version, changes):
         """The period's cells (bin, positives, negatives, sum_proba, min, max), cached or read."""
         key = self.key(level, period, version)
-        cells = PERIODS.get(key, changes)
-        if cells is None:
-            param = self.database.param
-            query = f"SELECT {CELL_COLUMNS} FROM stats_bin WHERE level = {param} AND period = {param} AND model_version = {param}"  # noqa: E501
-            cells = read_cells(self.database, query, (level, period, version))
-            PERIODS.put(key, changes, cells)
-        return cells
+        return PERIODS.fetch({key: changes}, lambda keys: {key: self.read_cells(level, period, version)})[key]
+
+    def read_cells(self, level, period, version):
+        param = self.database.param
+        query = f"SELECT {CELL_COLUMNS} FROM stats_bin WHERE level = {param} AND period = {param} AND model_version = {param}"  # noqa: E501
+        return read_cells(self.database, query, (level, period, version))
 
 
 CELL_FIELDS = [
@@ -826,19 +836,18 @@ def series_histograms(database, every_day, tables):
     found = {}
     for version, by_hour in tables.items():
         periods, _, changes = by_hour.labelled_periods(finer)
-        wanted = dict(zip(periods.tolist(), changes.tolist(), strict=True))
-        cells = {
-            period: PERIODS.get((this_generation, level, period, version), count)
-            for period, count in wanted.items()
+        wanted = {
+            (this_generation, level, period, version): count
+            for period, count in zip(periods.tolist(), changes.tolist(), strict=True)
         }
-        missing = [period for period, got in cells.items() if got is None]
-        if missing:
-            read = coarse_cells(database, level, version, min(missing), max(missing))
-            for period in missing:
-                cells[period] = read.get(period, np.empty((0, 6)))
-                PERIODS.put((this_generation, level, period, version), wanted[period], cells[period])
-        for period, got in cells.items():
-            found[version, period] = Histogram(COARSE_BINS).add_rows(got)
+
+        def read_missing(keys, version=version):
+            periods = [key[2] for key in keys]
+            read = coarse_cells(database, level, version, min(periods), max(periods))
+            return {key: read.get(key[2], np.empty((0, 6))) for key in keys}
+
+        for key, cells in PERIODS.fetch(wanted, read_missing).items():
+            found[version, key[2]] = Histogram(COARSE_BINS).add_rows(cells)
     return found
 
 
