@@ -100,6 +100,15 @@ def write_json_error(sock, status_int, reason, message):
 
 gunicorn.util.write_error = write_json_error
 
+# Heroku's router ends TLS and tells the dyno how the client connected in X-Forwarded-Proto.
+# gunicorn believes that header only from the addresses in forwarded_allow_ips (FORWARDED_ALLOW_IPS,
+# else 127.0.0.1), and the router's address is not known in advance. Only the router can reach a
+# dyno, so on Heroku (DYNO is set there) every address is believed: Heroku's Python buildpack
+# sets FORWARDED_ALLOW_IPS="*" itself, its container stack does not. Without it the page's "try
+# it" line would offer http:// to a visitor who came by https://.
+if "DYNO" in os.environ and os.environ.get("FORWARDED_ALLOW_IPS") is None:
+    forwarded_allow_ips = "*"
+
 # gunicorn's runtime control socket is not used here, and several instances on one machine
 # (tests, benchmarks) would fight over its default path.
 control_socket_disable = True

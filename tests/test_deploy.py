@@ -2,8 +2,11 @@
 
 import contextlib
 import fnmatch
+import html
+import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -242,6 +245,34 @@ def test_the_buildpack_path_behaves_as_the_readme_says(buildpack_env, access_log
         assert requests.get(f"{server.base}/health?from=buildpack-test", timeout=10).ok
         time.sleep(0.5)
         assert ("GET /health?from=buildpack-test" in server.output()) is access_logged
+
+
+def try_it_url(server, headers):
+    """The URL in the page's "try it" line, asked for from 127.0.0.2: a loopback address that
+    gunicorn's default forwarded_allow_ips (127.0.0.1) does not trust, as a router's isn't."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", server.port, timeout=30, source_address=("127.0.0.2", 0)
+    )
+    try:
+        connection.request("GET", "/", headers={"Accept": "text/html", **headers})
+        page = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    return re.search(r"curl -X POST (\S+)", html.unescape(page)).group(1)
+
+
+@pytest.mark.parametrize(
+    ("env", "scheme"),
+    [
+        ({"DYNO": "web.1"}, "https"),  # on Heroku, the router's word is taken
+        ({"DYNO": "web.1", "FORWARDED_ALLOW_IPS": "10.0.0.1"}, "http"),  # unless you say whose
+        ({}, "http"),  # elsewhere, the header is believed from 127.0.0.1 only (gunicorn's default)
+    ],
+)
+def test_the_page_offers_the_scheme_heroku_s_router_says_the_visitor_used(env, scheme, tmp_path):
+    with LiveServer(f"sqlite:///{tmp_path}/scheme.db", env=env) as server:
+        url = try_it_url(server, {"X-Forwarded-Proto": "https"})
+    assert url == f"{scheme}://127.0.0.1:{server.port}/predict"
 
 
 def test_a_body_over_the_limit_gets_the_413_even_when_the_client_sends_it_all_first(tmp_path):
