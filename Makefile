@@ -1,43 +1,60 @@
 # The README's commands. Each one sets up what it needs on a fresh machine.
 #   make run    serve the model on http://localhost:5000 (SQLite, production packages)
 #   make test   the whole test suite, SQLite and a throwaway PostgreSQL, plus the linters
-#   make bench  the load benchmark (see the README's performance section)
-#   make bench-reload  what a reload (SIGHUP) costs clients (README: Reloading)
+#   make check  the quick loop: the linters and every test that needs no server process
+#   make bench  the load benchmark (docs/performance.md)
+#   make bench-reload  what a reload (SIGHUP) costs clients (docs/performance.md)
 #   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
+#   make release      upgrade the schema of the database DATABASE_URL names (the release command)
+#   make archive BEFORE=2026-01-01  move older predictions to archive/*.csv, keeping them in /stats
 #   make notebooks    open the notebooks in JupyterLab (JUPYTER_ARGS passes options)
 
 PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test lint bench bench-reload check-model notebooks clean
+.PHONY: run test check lint bench bench-reload check-model release archive notebooks clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
 
-test: $(DEV_VENV)/.installed
-	scripts/ensure-postgres
-	scripts/ensure-containers
-	scripts/ensure-browser
+test: $(DEV_VENV)/.installed $(PROD_VENV)/.installed
+	tools/ensure-postgres
+	tools/ensure-containers
+	tools/ensure-browser
+	tools/ensure-wrk
 	$(MAKE) lint
 	$(DEV_VENV)/bin/pytest
 
+check: $(DEV_VENV)/.installed
+	tools/ensure-postgres
+	$(MAKE) lint
+	$(DEV_VENV)/bin/pytest -m 'not slow'
+
 # The service's own packages, so the check loads the model exactly as a deploy does.
 check-model: $(PROD_VENV)/.installed
-	$(PROD_VENV)/bin/python model_check.py $(if $(SAMPLE),--sample $(SAMPLE))
+	$(PROD_VENV)/bin/python -m tools.check_model $(if $(SAMPLE),--sample $(SAMPLE))
+
+# The platforms' release command, by hand: DATABASE_URL=<the database's URL> make release.
+release: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/flask --app app upgrade-database
+
+# Make room in the database without losing the history /stats is built on (docs/operations.md).
+archive: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/flask --app app archive-predictions --before $(BEFORE) $(if $(TO),--to $(TO))
 
 notebooks: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/jupyter lab $(JUPYTER_ARGS)
 
-# BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS="--seconds 5 --repeat 3".
+# BENCH_ARGS passes options to tools/bench/run.py, e.g. BENCH_ARGS="--seconds 5 --repeat 3".
 bench: $(DEV_VENV)/.installed
-	scripts/ensure-postgres
-	scripts/ensure-wrk
-	$(DEV_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	tools/ensure-postgres
+	tools/ensure-wrk --required
+	$(DEV_VENV)/bin/python -m tools.bench.run $(BENCH_ARGS)
 
-# What a reload (SIGHUP) costs clients, with and without reuse_port (README: Reloading).
+# What a reload (SIGHUP) costs clients, with and without reuse_port (docs/operations.md).
 bench-reload: $(DEV_VENV)/.installed
-	$(DEV_VENV)/bin/python bench/reload.py $(BENCH_ARGS)
+	$(DEV_VENV)/bin/python -m tools.bench.reload $(BENCH_ARGS)
 
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
@@ -45,11 +62,11 @@ lint: $(DEV_VENV)/.installed
 
 # A virtualenv is rebuilt whenever its requirements file changes.
 $(PROD_VENV)/.installed: requirements_prod.txt
-	scripts/make-venv $(PYTHON) $(PROD_VENV) requirements_prod.txt
+	tools/make-venv $(PYTHON) $(PROD_VENV) requirements_prod.txt
 	touch $@
 
 $(DEV_VENV)/.installed: requirements_prod.txt requirements_dev.txt
-	scripts/make-venv $(PYTHON) $(DEV_VENV) requirements_dev.txt
+	tools/make-venv $(PYTHON) $(DEV_VENV) requirements_dev.txt
 	touch $@
 
 clean:

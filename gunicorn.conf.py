@@ -1,7 +1,8 @@
 """gunicorn's settings, in one place: the Dockerfile, heroku.yml, Procfile, `make run` and
 `make bench` all start `gunicorn --config gunicorn.conf.py app:app`.
 
-Every value can be changed from the environment, which is how Heroku configures a dyno.
+Every value can be changed from the environment (service/settings.py), which is how a platform
+configures the service.
 """
 
 import errno
@@ -15,33 +16,40 @@ import tempfile
 
 import gunicorn.util
 
-# Heroku tells the dyno which port to listen on in $PORT; 5000 on a laptop. 0.0.0.0 is every
-# interface: Heroku's router reaches the dyno from outside it (and on a laptop, so can other
-# machines on your network).
-PORT = int(os.environ.get("PORT") or 5000)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the service package, beside this file
+from service import database, settings  # noqa: E402
+from service.buffering_worker import BufferingThreadWorker  # noqa: E402
+
+SETTINGS = settings.read()
+
+# The platform tells the service which port to listen on in $PORT; 5000 on a laptop. 0.0.0.0 is
+# every interface: the platform's router reaches the service from outside its container (and on
+# a laptop, so can other machines on your network).
+PORT = SETTINGS.PORT
 bind = f"0.0.0.0:{PORT}"
 
 # Processes x threads: each worker process holds up to `threads` requests at once, and the
-# requests that arrive together are scored as one batch (see batching.py).
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
-threads = int(os.environ.get("GUNICORN_THREADS") or 16)
+# requests that arrive together are scored as one batch (see service/batching.py).
+workers = SETTINGS.WEB_CONCURRENCY
+threads = SETTINGS.GUNICORN_THREADS
+
 
 # gunicorn's gthread worker, but a thread is given to a request only once it has arrived whole
-# (buffering_worker.py): a client trickling its request, or sending nothing, holds a socket and
-# not one of the 16 threads, and is closed after REQUEST_READ_SECONDS.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from buffering_worker import BufferingThreadWorker  # noqa: E402
+# (service/buffering_worker.py): a client trickling its request, or sending nothing, holds a
+# socket and not one of the 16 threads, and is closed after REQUEST_READ_SECONDS.
+class Worker(BufferingThreadWorker):
+    read_seconds = SETTINGS.REQUEST_READ_SECONDS
+    max_body_bytes = SETTINGS.MAX_BODY_BYTES
 
-worker_class = BufferingThreadWorker
-BufferingThreadWorker.read_seconds = float(os.environ.get("REQUEST_READ_SECONDS") or 10)
-BufferingThreadWorker.max_body_bytes = int(os.environ.get("MAX_BODY_BYTES") or 1_000_000)
+
+worker_class = Worker
 
 # Each worker opens its own listening socket (SO_REUSEPORT), and the kernel spreads new
 # connections evenly over them. With one shared socket, whichever worker happened to be
 # idle took most of them: 13 of 16 keep-alive connections on one worker was common, and
 # that worker then ran at full load while the other one waited. The price is paid at a reload
-# (SIGHUP): see the README's "Reloading" (GUNICORN_REUSE_PORT=0 turns it off).
-reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
+# (SIGHUP): see docs/operations.md, "Reloading" (GUNICORN_REUSE_PORT=0 turns it off).
+reuse_port = SETTINGS.GUNICORN_REUSE_PORT
 
 # /metrics adds up every worker's counters, which prometheus_client keeps in files in one directory
 # (its multiprocess mode). It must be named before app.py is imported, hence here: a fresh temp
@@ -50,8 +58,8 @@ reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
 METRICS_DIR_OWNER = "SERVICE_METRICS_DIR_OWNER"  # the master that prepared the directory
 METRICS_DIR_MADE = "SERVICE_METRICS_DIR_MADE"  # set when that master made it, and removes it at exit
 if os.environ.get(METRICS_DIR_OWNER) != str(os.getpid()):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        for stale in os.scandir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
+    if SETTINGS.PROMETHEUS_MULTIPROC_DIR:
+        for stale in os.scandir(SETTINGS.PROMETHEUS_MULTIPROC_DIR):
             if stale.name.endswith(".db"):
                 os.remove(stale.path)
     else:
@@ -75,13 +83,13 @@ def on_exit(server):
 # worker racing on an empty database), and the workers share the model's memory.
 preload_app = True
 
-# Errors to stderr, where `heroku logs` finds them. No access log by default: Heroku's router
-# already logs every request with its status and time, and writing a second line per request
-# costs about a seventh of the time the service spends outside the model. `make run` turns it
-# on (GUNICORN_ACCESS_LOG=-) so you see your requests locally.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# Errors to stderr, where the platform's log finds them. No access log by default: the platform's
+# router already logs every request with its status and time, and a second line per request is
+# a large share of the time the service spends outside the model (docs/performance.md). `make
+# run` turns it on (GUNICORN_ACCESS_LOG=-) so you see your requests locally.
+accesslog = SETTINGS.GUNICORN_ACCESS_LOG
 errorlog = "-"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+timeout = SETTINGS.GUNICORN_TIMEOUT
 
 
 # Requests gunicorn refuses before the service sees them (a malformed request line, headers or a
@@ -106,7 +114,7 @@ gunicorn.util.write_error = write_json_error
 # dyno, so on Heroku (DYNO is set there) every address is believed: Heroku's Python buildpack
 # sets FORWARDED_ALLOW_IPS="*" itself, its container stack does not. Without it the page's "try
 # it" line would offer http:// to a visitor who came by https://.
-if "DYNO" in os.environ and os.environ.get("FORWARDED_ALLOW_IPS") is None:
+if "DYNO" in os.environ and SETTINGS.FORWARDED_ALLOW_IPS is None:
     forwarded_allow_ips = "*"
 
 # gunicorn's runtime control socket is not used here, and several instances on one machine
@@ -137,6 +145,10 @@ def on_starting(server):
 def when_ready(server):
     # gunicorn's own "Listening at" line is empty with reuse_port: each worker opens its socket.
     server.log.info("Serving on http://%s (port %s on every interface), %s workers", bind, PORT, workers)
+    connections = database.connections_per_worker(SETTINGS.DB_MAX_CONNECTIONS, workers) * workers
+    server.log.info(
+        "This instance opens at most %s connections to the database (DB_MAX_CONNECTIONS)", connections
+    )
 
 
 def post_worker_init(worker):

@@ -5,17 +5,37 @@ runs once on SQLite and once on PostgreSQL. `service` is app.py imported with DA
 pointing at that backend, exactly as production configures it.
 """
 
+import fcntl
 import importlib
 import os
+import subprocess
 import sys
 
 import pytest
 
-from support import EXAMPLE_DIR, REPO, LiveServer, PostgresServer, postgres_bindir
+from tools.servers import (
+    EXAMPLE_DIR,
+    REPO,
+    LiveServer,
+    PgBouncer,
+    PostgresServer,
+    pgbouncer_binary,
+    postgres_bindir,
+)
 
-sys.path.insert(0, str(REPO))
+# The API tests run on each: SQLite, PostgreSQL, and PostgreSQL through PgBouncer in transaction
+# mode, as managed plans' pooled URLs reach it.
+BACKENDS = ["sqlite", "postgresql", "pgbouncer"]
 
-BACKENDS = ["sqlite", "postgresql"]
+
+@pytest.fixture(scope="session")
+def prod_venv():
+    """The virtualenv `make run` builds: requirements_prod.txt and nothing else. Built by one test
+    process at a time (make test builds it before the tests start)."""
+    with (REPO / ".venv-prod.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "--no-print-directory", ".venv-prod/.installed"], cwd=REPO, check=True)
+    return REPO / ".venv-prod" / "bin"
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +43,7 @@ def postgres():
     """A throwaway PostgreSQL cluster for the whole run (missing: skip, or fail under CI)."""
     bindir = postgres_bindir()
     if bindir is None:
-        message = "PostgreSQL server binaries not found; run scripts/ensure-postgres"
+        message = "PostgreSQL server binaries not found; run tools/ensure-postgres"
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (under CI=true the PostgreSQL tests must run)")
         pytest.skip(message)
@@ -32,10 +52,25 @@ def postgres():
     server.destroy()
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(postgres):
+    """PgBouncer in transaction mode in front of the throwaway cluster (missing: skip, or fail
+    under CI)."""
+    if pgbouncer_binary() is None:
+        message = "pgbouncer not found; run tools/ensure-postgres"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (under CI=true the PgBouncer tests must run)")
+        pytest.skip(message)
+    bouncer = PgBouncer(postgres)
+    yield bouncer
+    bouncer.destroy()
+
+
 def fresh_database_url(backend, name, request, tmp_path_factory):
     if backend == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp(name)}/predictions.db"
-    return request.getfixturevalue("postgres").create_database(name)
+    url = request.getfixturevalue("postgres").create_database(name)
+    return request.getfixturevalue("pgbouncer").url(name) if backend == "pgbouncer" else url
 
 
 def import_app(database_url, **env):
@@ -65,7 +100,7 @@ def client_on_an_empty_table(module):
     """Flask's test client for an imported app.py, its predictions table emptied."""
     module.Prediction.delete().execute()
     module.DB.close()
-    module.STATS_CALLS.forget()  # a fresh table: no /stats answer from before may be reused
+    module.MONITOR.forget()  # a fresh table: no /stats answer from before may be reused
     return module.app.test_client()
 
 

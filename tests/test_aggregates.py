@@ -1,4 +1,4 @@
-"""The running totals behind /stats (aggregates.py), on both backends: the triggers keep them
+"""The running totals behind /stats (service/monitoring/), on both backends: the triggers keep them
 equal to a recount of the rows through inserts, label corrections, other updates and deletes,
 at any concurrency; a window's pieces add up to the window's rows; an upgrade fills them in."""
 
@@ -15,40 +15,43 @@ import requests
 from playhouse.db_url import connect
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-import aggregates
 from conftest import import_app
-from support import EXAMPLE_OBSERVATION
+from service.monitoring import reports as monitoring
+from service.monitoring import tables, windows
+from service.monitoring.histogram import Histogram
+from tools.servers import EXAMPLE_OBSERVATION
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 START = datetime(2026, 10, 26, 7, 30)  # a Monday morning; rows spread over three weeks from it
 
 
 def recount(database):
-    """stats_hour and stats_bin as they must be, computed here from the prediction rows."""
+    """stats_hour and stats_bin as they must be, computed here from the prediction rows and the
+    archived ones (counted in the totals, and as archived)."""
     rows = database.execute_sql(
-        "SELECT model_version, created_at, proba, true_class FROM prediction"
+        "SELECT model_version, created_at, proba, true_class, 0 FROM prediction UNION ALL "
+        "SELECT model_version, created_at, proba, true_class, 1 FROM archived_prediction"
     ).fetchall()
     hours, bins = defaultdict(Counter), defaultdict(Counter)
-    for version, created_at, proba, true_class in rows:
+    for version, created_at, proba, true_class, archived in rows:
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at)
-        hour = (
-            -1 if created_at is None else math.floor((created_at - aggregates.EPOCH).total_seconds() / 3600)
-        )
+        hour = -1 if created_at is None else math.floor((created_at - tables.EPOCH).total_seconds() / 3600)
         totals = hours[version, hour]
         totals["predictions"] += 1
+        totals["archived"] += archived
         if true_class is None:
             continue
         totals["labelled"] += 1
         totals["positives"] += true_class == 1
-        fine = min(int(proba * aggregates.FINE_BINS), aggregates.FINE_BINS - 1)
+        fine = min(int(proba * tables.FINE_BINS), tables.FINE_BINS - 1)
         for level, period, bin in [
-            (aggregates.ALL, 0, fine),
-            (aggregates.WEEK, -1 if hour < 0 else hour // 168, fine),
-            (aggregates.DAY, -1 if hour < 0 else hour // 24, fine),
-            (aggregates.HOUR, hour, fine),
-            (aggregates.DAY_COARSE, -1 if hour < 0 else hour // 24, fine // 100),
-            (aggregates.HOUR_COARSE, hour, fine // 100),
+            (tables.ALL, 0, fine),
+            (tables.WEEK, -1 if hour < 0 else hour // 168, fine),
+            (tables.DAY, -1 if hour < 0 else hour // 24, fine),
+            (tables.HOUR, hour, fine),
+            (tables.DAY_COARSE, -1 if hour < 0 else hour // 24, fine // 100),
+            (tables.HOUR_COARSE, hour, fine // 100),
         ]:
             bins[level, period, version, bin]["positives" if true_class == 1 else "negatives"] += 1
     return hours, bins
@@ -56,9 +59,11 @@ def recount(database):
 
 def stored(database):
     hours = {
-        (version, hour): Counter(predictions=int(n), labelled=int(labelled), positives=int(positives))
-        for version, hour, n, labelled, positives in database.execute_sql(
-            "SELECT model_version, hour, predictions, labelled, positives FROM stats_hour"
+        (version, hour): Counter(
+            predictions=int(n), labelled=int(labelled), positives=int(positives), archived=int(archived)
+        )
+        for version, hour, n, labelled, positives, archived in database.execute_sql(
+            "SELECT model_version, hour, predictions, labelled, positives, archived FROM stats_hour"
         ).fetchall()
     }
     bins = {
@@ -174,21 +179,19 @@ def test_a_window_read_from_pieces_equals_the_rows_of_the_window(database_url):
     database = fresh_database(database_url)
     rows = random_rows(3000, seed=1)
     insert(database, rows)
-    start_hour = math.floor((START - aggregates.EPOCH).total_seconds() / 3600)
+    start_hour = math.floor((START - tables.EPOCH).total_seconds() / 3600)
     # Window starts at a week's, a day's and an hour's start, mid-day, mid-week, before and after all rows.
     for offset in [-200, -7, 0, 1, 16, 17, 23, 24, 100, 160, 161, 168, 200, 333, 500, 503, 600]:
         first_hour = start_hour + offset
-        tables = aggregates.day_tables(database, first_hour // 24)  # as /stats reads them
-        histograms = aggregates.histograms_since(database, first_hour, tables)
+        by_day = windows.day_tables(database, first_hour // 24)  # as /stats reads them
+        histograms = windows.histograms_since(database, first_hour, by_day, windows.PeriodCache(0))
         for version in ("version_a", "version_b"):
-            expected = np.zeros((2, aggregates.FINE_BINS), dtype=int)
+            expected = np.zeros((2, tables.FINE_BINS), dtype=int)
             for _, proba, true_class, row_version, created_at in rows:
-                in_window = created_at is not None and created_at >= aggregates.hour_start(first_hour)
+                in_window = created_at is not None and created_at >= tables.hour_start(first_hour)
                 if row_version == version and true_class is not None and in_window:
-                    expected[
-                        1 - true_class, min(int(proba * aggregates.FINE_BINS), aggregates.FINE_BINS - 1)
-                    ] += 1
-            found = histograms.get(version, aggregates.Histogram())
+                    expected[1 - true_class, min(int(proba * tables.FINE_BINS), tables.FINE_BINS - 1)] += 1
+            found = histograms.get(version, Histogram())
             assert (found.positives == expected[0]).all(), (offset, version)
             assert (found.negatives == expected[1]).all(), (offset, version)
     database.close()
@@ -253,23 +256,24 @@ def test_stats_equal_the_rows_after_concurrent_predictions_and_corrected_labels(
     database.close()
 
 
+CACHE = windows.PeriodCache(32 * 2**20)  # as a worker's, for the reports read in-process here
+
+
 def reports(database, now):
     """/stats for the whole history and windows whose pieces are weeks, days and hours, and
     /stats/series per day and per hour."""
-    import monitoring  # noqa: PLC0415 - only these tests read the reports in-process
-
     found = {}
     for hours in (None, 5, 24, 30, 200, 400):
-        report = monitoring.stats_report(database, "prediction", hours, now)
+        report = monitoring.stats_report(database, "prediction", CACHE, hours, now)
         found[hours] = {key: value for key, value in report.items() if key != "as_of"}
     for every, hours in (("day", 720), ("hour", 400)):
-        report = monitoring.series_report(database, every, hours, now)
+        report = monitoring.series_report(database, CACHE, every, hours, now)
         found[every] = {key: value for key, value in report.items() if key != "as_of"}
     return found
 
 
 def cold_reports(database, now):
-    aggregates.PERIODS.clear()
+    CACHE.clear()
     return reports(database, now)
 
 
@@ -280,9 +284,9 @@ def test_cached_periods_are_used_only_while_their_rows_are_unchanged(database_ur
     insert(database, random_rows(3000, seed=7))
     now = START + timedelta(days=21)
     first = cold_reports(database, now)
-    aggregates.PERIODS.reads = 0
+    CACHE.reads = 0
     assert reports(database, now) == first
-    assert aggregates.PERIODS.reads == 0  # nothing changed: every period from the cache
+    assert CACHE.reads == 0  # nothing changed: every period from the cache
     changes = [
         (f"UPDATE prediction SET true_class = 1 - true_class WHERE {every(97, 3000)}", ()),  # corrected
         (f"UPDATE prediction SET true_class = NULL WHERE {every(89, 3000)}", ()),  # withdrawn
@@ -294,12 +298,12 @@ def test_cached_periods_are_used_only_while_their_rows_are_unchanged(database_ur
     ]
     for statement, params in changes:
         database.execute_sql(statement, params)
-        aggregates.PERIODS.reads = 0
+        CACHE.reads = 0
         warm = reports(database, now)
-        assert aggregates.PERIODS.reads > 0, statement
+        assert CACHE.reads > 0, statement
         assert warm == cold_reports(database, now), statement
     assert_stats_equal_the_rows(warm[None]["overall"], exact_quality(database))
-    aggregates.install(database, "prediction")  # rebuilt: a new generation, nothing cached passes
+    tables.install(database, "prediction")  # rebuilt: a new generation, nothing cached passes
     assert reports(database, now) == warm
     database.execute_sql("DELETE FROM prediction")
     insert(database, random_rows(500, seed=8))

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from support import EXAMPLE_OBSERVATION
+from tools.servers import EXAMPLE_OBSERVATION
 
 EXAMPLE_PROBA = 0.09093563862904978
 
@@ -187,7 +187,7 @@ def test_list_db_contents_is_off_without_a_token(client):
 
 @pytest.fixture
 def list_token(service, monkeypatch):
-    monkeypatch.setattr(service, "LIST_DB_TOKEN", "s3cret")
+    monkeypatch.setattr(service.SETTINGS, "LIST_DB_TOKEN", "s3cret")
     return "s3cret"
 
 
@@ -246,7 +246,7 @@ def test_a_retry_matches_a_row_stored_in_the_earlier_json_form(client, service):
 
 @pytest.fixture
 def write_token(service, monkeypatch):
-    monkeypatch.setattr(service, "WRITE_TOKEN", "w-s3cret")
+    monkeypatch.setattr(service.SETTINGS, "WRITE_TOKEN", "w-s3cret")
     return "w-s3cret"
 
 
@@ -264,7 +264,7 @@ def test_with_write_token_set_predict_and_update_require_it(client, service, wri
 
 
 def test_update_can_leave_the_observation_out_of_its_answer(client, service, monkeypatch):
-    monkeypatch.setattr(service, "UPDATE_RETURNS_OBSERVATION", False)
+    monkeypatch.setattr(service.SETTINGS, "UPDATE_RETURNS_OBSERVATION", False)
     predict(client, 1)
     answer = client.post("/update", json={"id": 1, "true_class": 1}).get_json()
     assert "observation" not in answer

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from support import EXAMPLE_OBSERVATION
+from tools.servers import EXAMPLE_OBSERVATION
 
 JSON = "application/json"
 
@@ -200,11 +200,11 @@ def test_bad_request_gets_a_clear_json_error_and_writes_nothing(
 
 
 def test_body_over_the_limit_is_a_413(client, service):
-    too_big = body(Cabin="C" * service.MAX_BODY_BYTES)
+    too_big = body(Cabin="C" * service.SETTINGS.MAX_BODY_BYTES)
     response = client.post("/predict", data=too_big, content_type=JSON)
 
     assert response.status_code == 413
-    assert f"larger than the limit of {service.MAX_BODY_BYTES} bytes" in response.get_json()["error"]
+    assert f"larger than the limit of {service.SETTINGS.MAX_BODY_BYTES} bytes" in response.get_json()["error"]
     assert service.Prediction.select().count() == 0
 
 

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from batching import MicroBatcher
-from support import EXAMPLE_OBSERVATION
+from service.batching import MicroBatcher
+from tools.servers import EXAMPLE_OBSERVATION
 
 
 def slow_doubling(batches):
@@ -146,7 +146,7 @@ def test_a_row_the_model_refuses_does_not_fail_its_batch(client, service):
     )
     batch = [observation(service, 1), unscorable, observation(service, 3)]
 
-    first, refused, third = service.predict_batch(batch)
+    first, refused, third = service.PREDICTOR.predict_batch(batch)
 
     assert first == third == {"proba": scored_alone(service, EXAMPLE_OBSERVATION)}
     assert refused.status == 422
@@ -159,7 +159,7 @@ def test_a_row_the_model_refuses_does_not_fail_its_batch(client, service):
 def test_duplicate_ids_inside_one_batch_follow_the_retry_rules(client, service):
     batch = [observation(service, 5), observation(service, 5), observation(service, 5, Age=70.0)]
 
-    first, retry, conflict = service.predict_batch(batch)
+    first, retry, conflict = service.PREDICTOR.predict_batch(batch)
 
     assert first == retry == {"proba": scored_alone(service, EXAMPLE_OBSERVATION)}
     assert conflict.status == 409

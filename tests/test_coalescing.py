@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from coalescing import Coalescer, Pacer
-from support import EXAMPLE_OBSERVATION, PredictLoad
+from service.coalescing import Coalescer, Pacer
+from tools.servers import EXAMPLE_OBSERVATION, PredictLoad
 
 
 def slow_counter(seconds):

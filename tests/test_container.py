@@ -13,23 +13,28 @@ network, so each run gets a free port through PORT.
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from model_check import example_observation
-from support import REPO, free_port, wait_for_200
-from test_readme import console_examples, same_response
+from service.migrations import CURRENT_VERSION, RELEASE_COMMAND
+from service.model_card import example_observation
+from test_docs import console_examples, same_response
+from tools.example import serves_the_example
+from tools.servers import REPO, free_port, wait_for_200
 
 pytestmark = pytest.mark.slow
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
 IMAGE = "localhost/model-service:test"
-STAND_IN_CACHE = Path.home() / ".cache" / "model-service" / "python-3.11-slim-stand-in.tar"
+CACHE = Path.home() / ".cache" / "model-service"
+STAND_IN_CACHE = CACHE / "python-3.11-slim-stand-in.tar"
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -42,13 +47,15 @@ events_logger = "file"
 
 
 class Podman:
-    """podman with its own configuration and storage in `root`."""
+    """podman with its own configuration in `root`, and its image storage in `storage`, which
+    outlives the run: like Docker's build cache, the layer that installs requirements_prod.txt is
+    built again only when that file or the base image changes."""
 
-    def __init__(self, root):
-        (root / "storage").mkdir()
+    def __init__(self, root, storage):
+        storage.mkdir(parents=True, exist_ok=True)
         (root / "containers.conf").write_text(CONTAINERS_CONF)
         (root / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{root}/storage"\nrunroot = "{root}/run"\n'
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{storage}"\nrunroot = "{storage}-run"\n'
         )
         (root / "registries.conf").write_text('unqualified-search-registries = ["docker.io"]\n')
         self.env = {
@@ -68,6 +75,24 @@ class Podman:
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout.strip()
+
+    def run_to_end(self, *args, timeout=120):
+        """`podman run <args>` to the command's end: (exit code, what it wrote). It asks podman for
+        the container's state rather than waiting with `podman run --rm`, whose wait for conmon
+        lasts its full 20 s timeout where the init process reaps no orphan (as in this sandbox)."""
+        container = self("run", "--detach", *args)
+        deadline = time.monotonic() + timeout
+        while (state := self("inspect", container, "--format", "{{.State.Status}} {{.State.ExitCode}}"))[
+            :4
+        ] not in (
+            "exit",
+            "stop",
+        ):
+            assert time.monotonic() < deadline, f"podman run {args} did not end within {timeout} s"
+            time.sleep(0.05)
+        result = subprocess.run(["podman", "logs", container], env=self.env, capture_output=True, text=True)
+        self("rm", "--force", container)
+        return int(state.split()[1]), result.stdout + result.stderr
 
 
 def build_stand_in_base(path):
@@ -93,15 +118,14 @@ def build_stand_in_base(path):
 def podman(tmp_path_factory):
     missing = [tool for tool in ("podman", "runc", "mmdebstrap") if shutil.which(tool) is None]
     if missing:
-        message = f"{', '.join(missing)} not found; run scripts/ensure-containers"
+        message = f"{', '.join(missing)} not found; run tools/ensure-containers"
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (under CI=true the container tests must run)")
         pytest.skip(message)
-    root = tmp_path_factory.mktemp("podman")
-    tool = Podman(root)
+    tool = Podman(tmp_path_factory.mktemp("podman"), CACHE / "podman-storage")
     yield tool
     tool("rm", "--all", "--force", check=False)
-    tool("system", "reset", "--force", check=False)  # storage holds files only root may delete
+    tool("image", "prune", "--force", check=False)  # earlier builds' layers no image uses now
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +146,9 @@ def image(podman):
 class Container:
     """The image running detached on a free port, as `docker run <image>` would with PORT set."""
 
-    def __init__(self, podman, image, **env):
+    def __init__(self, podman, image, port=None, **env):
         self.podman = podman
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         settings = [f"--env={name}={value}" for name, value in {"PORT": self.port, **env}.items()]
         self.id = podman("run", "--detach", *settings, image)
@@ -157,8 +181,8 @@ class Container:
 def run(podman, image):
     started = []
 
-    def start(**env):
-        container = Container(podman, image, **env)
+    def start(port=None, **env):
+        container = Container(podman, image, port, **env)
         started.append(container)
         return container
 
@@ -167,17 +191,34 @@ def run(podman, image):
         container.remove()
 
 
-def test_the_image_serves_with_no_settings_on_sqlite(run):
-    container = run()
-    response = container.predict_an_example()
-    assert response.status_code == 200, container.logs()
+@pytest.fixture(scope="module")
+def plain(podman, image):
+    """The image run with no settings at all, shared by the tests that only read from it; the
+    last of them stops it."""
+    container = Container(podman, image)
+    yield container
+    container.remove()
+
+
+def requests_answered(container, route):
+    scraped = requests.get(f"{container.base}/metrics", timeout=30).text  # its directory made by user 10001
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "http_requests_total"
+        and sample.labels == {"route": route, "method": "POST", "status": "200"}
+    )
+
+
+def test_the_image_serves_with_no_settings_on_sqlite(plain):
+    response = plain.predict_an_example()
+    assert response.status_code == 200, plain.logs()
     assert 0 <= response.json()["proba"] <= 1
 
 
 def test_the_readme_curls_answer_as_shown_from_the_image(run):
-    model = json.loads((REPO / "model_meta.json").read_text())
-    example = json.loads((REPO / "tests" / "example" / "model_meta.json").read_text())
-    if model["pipeline_sha256"] != example["pipeline_sha256"]:
+    if not serves_the_example():
         pytest.skip("the top-level model is not the README's example; test_your_model.py covers it")
     container = run(LIST_DB_TOKEN="change-me")
     for command, expected in console_examples():
@@ -187,54 +228,87 @@ def test_the_readme_curls_answer_as_shown_from_the_image(run):
             assert same_response(json.loads(result.stdout), json.loads(expected)), (command, result.stdout)
 
 
-def test_the_image_serves_the_owners_page_its_assets_and_metrics(run):
-    container = run()
-    assert container.predict_an_example().status_code == 200, container.logs()
-    page = requests.get(f"{container.base}/", headers={"Accept": "text/html"}, timeout=30)
+def test_the_image_serves_the_owners_page_its_assets_and_metrics(plain):
+    before = requests_answered(plain, "/predict")
+    assert plain.predict_an_example().status_code == 200, plain.logs()
+    page = requests.get(f"{plain.base}/", headers={"Accept": "text/html"}, timeout=30)
     assert page.headers["Content-Type"].startswith("text/html")
     for asset in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/page.js", "/static/page.css"):
         assert asset in page.text
-        assert requests.get(f"{container.base}{asset}", timeout=30).status_code == 200
-    scraped = requests.get(f"{container.base}/metrics", timeout=30).text  # its directory made by user 10001
-    predicted = [
-        sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-        if sample.name == "http_requests_total"
-        and sample.labels == {"route": "/predict", "method": "POST", "status": "200"}
-    ]
-    assert predicted == [1.0]
+        assert requests.get(f"{plain.base}{asset}", timeout=30).status_code == 200
+    assert requests_answered(plain, "/predict") == before + 1
 
 
-def test_the_image_serves_on_a_heroku_style_postgres_url(run, postgres):
-    url = postgres.create_database("container").replace("postgresql://", "postgres://")
-    container = run(DATABASE_URL=url)
-    assert container.predict_an_example().status_code == 200, container.logs()
-    assert postgres.sql("SELECT observation_id FROM prediction", database="container") == [(7,)]
-
-
-def test_the_service_runs_as_an_unprivileged_user(run, podman):
-    container = run()
-    assert podman("exec", container.id, "id", "-u") == "10001"
-    users = podman("top", container.id, "user").split()[1:]
+def test_the_service_runs_as_an_unprivileged_user(plain, podman):
+    assert podman("exec", plain.id, "id", "-u") == "10001"
+    users = podman("top", plain.id, "user").split()[1:]
     assert users
     assert set(users) == {"app"}
 
 
 def test_the_image_holds_the_service_and_nothing_else(podman, image):
-    listing = podman("run", "--rm", "--entrypoint", "find", image, "/app", "-maxdepth", "1")
+    _, listing = podman.run_to_end("--entrypoint", "find", image, "/app", "-maxdepth", "1")
     names = {Path(path).name for path in listing.split()[1:]}
     assert {"app.py", "pipeline.pickle", "dtypes.pickle", "columns.json", "gunicorn.conf.py"} <= names
-    unwanted = {"tests", "bench", "scripts", ".git", ".venv", ".venv-prod", "titanic.csv"}
+    unwanted = {"tests", "tools", "docs", ".git", ".venv", ".venv-prod", "titanic.csv"}
     assert not names & unwanted
     assert not [name for name in names if name.endswith((".ipynb", ".db", ".db-wal"))]
 
 
-def test_stopping_the_container_exits_0_within_the_stop_timeout(run, podman):
-    container = run()
-    assert container.predict_an_example().status_code == 200
+def test_stopping_the_container_exits_0_within_the_stop_timeout(plain, podman):
+    assert plain.predict_an_example().status_code == 200
     started = time.monotonic()
-    podman("stop", "--time", "10", container.id)
+    podman("stop", "--time", "10", plain.id)
     assert time.monotonic() - started < 10
-    assert podman("inspect", container.id, "--format", "{{.State.ExitCode}}") == "0"
-    assert "Shutting down: Master" in container.logs()
+    assert podman("inspect", plain.id, "--format", "{{.State.ExitCode}}") == "0"
+    assert "Shutting down: Master" in plain.logs()
+
+
+def platform_url(postgres, name, form):
+    """A database URL in the form a platform hands out."""
+    url = postgres.create_database(name)
+    if form == "postgres://":  # Heroku's spelling
+        return url.replace("postgresql://", "postgres://")
+    if form == "sslmode=require":  # managed plans that insist on TLS
+        return url + "?sslmode=require"
+    if form == "sslmode=disable":  # a private network's plain connection (Fly's .flycast)
+        return url + "?sslmode=disable"
+    # A password with characters URLs reserve, %-escaped as platforms write it.
+    password = "p@ss:w/rd%&?#"
+    postgres.add_password_role("student", password)
+    postgres.sql(f'ALTER DATABASE "{name}" OWNER TO student')
+    return url.replace("postgres@", f"student:{urllib.parse.quote(password, safe='')}@")
+
+
+# Each platform as it runs the image: its variable, its PORT (5000, 8080, Render's 10000 or one
+# chosen at random), and its form of database URL.
+PLATFORM_RUNS = {
+    "Heroku": ({"DYNO": "web.1"}, None, "postgres://"),
+    "Railway": ({"RAILWAY_PROJECT_ID": "0c1d"}, None, "escaped password"),
+    "Render": ({"RENDER": "true"}, 10000, "sslmode=require"),
+    "Fly.io": ({"FLY_APP_NAME": "model-service"}, 8080, "sslmode=disable"),
+    "Google Cloud Run": ({"K_SERVICE": "model-service"}, 5000, "sslmode=require"),
+}
+
+
+@pytest.mark.parametrize("platform", PLATFORM_RUNS)
+def test_the_image_releases_then_serves_as_each_platform_runs_it(platform, run, podman, image, postgres):
+    variables, port, form = PLATFORM_RUNS[platform]
+    name = "on_" + platform.lower().replace(" ", "_").replace(".", "_")
+    url = platform_url(postgres, name, form)
+
+    exit_code, release = podman.run_to_end(f"--env=DATABASE_URL={url}", image, *shlex.split(RELEASE_COMMAND))
+    assert exit_code == 0, release
+    container = run(port, DATABASE_URL=url, **variables)
+    response = container.predict_an_example()
+
+    assert f"schema version {CURRENT_VERSION}" in release  # made by the release, before the web starts
+    assert response.status_code == 200, container.logs()
+    assert "warnings" not in requests.get(f"{container.base}/ready", timeout=10).json()
+    assert postgres.sql("SELECT observation_id FROM prediction", database=name) == [(7,)]
+
+
+def test_the_image_refuses_to_start_on_a_platform_without_a_database(podman, image):
+    exit_code, said = podman.run_to_end("--env=K_SERVICE=model-service", "--env=PORT=8080", image)
+    assert exit_code != 0
+    assert "refusing to start on Google Cloud Run without DATABASE_URL" in said

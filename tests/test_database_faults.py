@@ -4,7 +4,7 @@ import pytest
 from peewee import InterfaceError, PostgresqlDatabase, SqliteDatabase
 from playhouse.pool import MaxConnectionsExceeded
 
-import database
+from service import database
 
 
 def raised_by(db, statement):
@@ -52,7 +52,7 @@ def test_postgres_sql_mistake_is_a_bug(pg_database):
 
 
 def test_postgres_nobody_listening_is_unavailable(pg_database):
-    from support import free_port
+    from tools.servers import free_port
 
     db = PostgresqlDatabase("faults", host="127.0.0.1", port=free_port(), user="postgres", connect_timeout=2)
     assert database.fault(raised_by(db, "SELECT 1")) is database.UNAVAILABLE

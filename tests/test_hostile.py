@@ -14,7 +14,7 @@ import pytest
 import requests
 from playhouse.db_url import connect
 
-from support import EXAMPLE_OBSERVATION
+from tools.servers import EXAMPLE_OBSERVATION
 
 pytestmark = pytest.mark.slow
 # "About 100 ms of CPU": the worst shape, 90,000 unknown fields, costs about 0.1 s on a quiet

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import import_app
-from support import EXAMPLE_OBSERVATION, PredictLoad
+from tools.servers import EXAMPLE_OBSERVATION, PredictLoad
 
 pytestmark = pytest.mark.slow
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -216,7 +216,7 @@ def test_two_instances_sharing_postgres_keep_every_guarantee(database_url, live_
 
 
 def test_a_reload_without_reuse_port_resets_no_connection(live_server, tmp_path):
-    """The README's promise for GUNICORN_REUSE_PORT=0 (with it on, see bench/reload.py)."""
+    """The README's promise for GUNICORN_REUSE_PORT=0 (with it on, see tools/bench/reload.py)."""
     database_url = f"sqlite:///{tmp_path}/reload.db"
     server = live_server(database_url, env={"GUNICORN_REUSE_PORT": "0"})
     with PredictLoad(server) as load:

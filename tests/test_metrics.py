@@ -3,14 +3,13 @@ answers the scrape, the counts are the sums over both workers, and they survive 
 
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import EXAMPLE_OBSERVATION, LiveServer
+from tools.servers import EXAMPLE_OBSERVATION, LiveServer
 
 
 def scrape(server):
@@ -87,12 +86,13 @@ def test_metrics_add_up_over_the_workers_and_outlive_a_worker(tmp_path):
 
 
 def test_without_a_directory_set_the_master_makes_one_and_removes_it(tmp_path):
-    before = set(Path(tempfile.gettempdir()).glob("service-metrics-*"))
-    with LiveServer(f"sqlite:///{tmp_path}/metrics.db", workers=2) as server:
+    temp = tmp_path / "temp"  # where the master makes its temporary directory (and nobody else)
+    temp.mkdir()
+    with LiveServer(f"sqlite:///{tmp_path}/metrics.db", workers=2, env={"TMPDIR": str(temp)}) as server:
         assert requests.post(
             f"{server.base}/predict", json={"id": 1, "observation": EXAMPLE_OBSERVATION}, timeout=30
         ).ok
-        [made] = set(Path(tempfile.gettempdir()).glob("service-metrics-*")) - before
+        [made] = temp.glob("service-metrics-*")
         model_version = requests.get(f"{server.base}/ready", timeout=30).json()["model_version"]
         assert value(scrape(server), "predictions_total", model_version=model_version) == 1
     assert not made.exists()

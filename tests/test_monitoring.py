@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from support import EXAMPLE_DIR
+from tools.servers import EXAMPLE_DIR
 
 PASSENGERS = pd.read_csv(EXAMPLE_DIR / "titanic.csv").head(120)
 

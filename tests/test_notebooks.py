@@ -15,10 +15,8 @@ import requests
 from nbclient import NotebookClient
 from sklearn.metrics import roc_auc_score
 
-from support import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import replay_example  # noqa: E402
+from tools import replay_example
+from tools.servers import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO
 
 pytestmark = pytest.mark.slow
 STEP_1 = "Step 1 - Train and Serialize.ipynb"
@@ -105,7 +103,7 @@ def test_step_1_reproduces_the_shipped_model_under_every_blas_kernel(kernel, tmp
 def test_step_2_predicts_the_readme_passenger_like_the_service(workdir, service):
     _, _, outputs = workdir
     observation = service.SCHEMA.observation({"id": 0, "observation": EXAMPLE_OBSERVATION})
-    [proba] = service.probabilities([observation.features])
+    [proba] = service.PREDICTOR.probabilities([observation.features])
     printed = re.search(r"probability of survival: (\S+)", "".join(outputs)).group(1)
     assert float(printed) == pytest.approx(proba, abs=1e-9)
 
@@ -132,7 +130,7 @@ def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_serve
 
 def test_step_3_is_committed_with_the_outputs_the_replay_gives():
     result = subprocess.run(
-        [sys.executable, "scripts/replay_example.py"], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "tools.replay_example"], cwd=REPO, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
     images = [

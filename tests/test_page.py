@@ -7,16 +7,13 @@ screenshot in test-output/screenshots/."""
 import os
 import re
 import shutil
-import sys
 
 import pytest
 import requests
 
-from owner_page import FIGURES
-from support import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import replay_example  # noqa: E402
+from service.owner_page import FIGURES
+from tools import replay_example
+from tools.servers import REPO
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -27,7 +24,7 @@ def browser():
     webdriver = pytest.importorskip("selenium.webdriver")
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        message = "chromium and chromedriver not found; run scripts/ensure-browser"
+        message = "chromium and chromedriver not found; run tools/ensure-browser"
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (under CI=true the browser tests must run)")
         pytest.skip(message)
@@ -157,7 +154,7 @@ def test_the_monitoring_token_guards_the_page_and_stats(live_server, tmp_path):
 
 def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     """The template's other branches, rendered from what the routes hand it."""
-    from owner_page import context
+    from service.owner_page import context
 
     card = dict(service.MODEL_CARD)
     card["versions"] = dict(card["versions"], pandas={"running": "3.1.1", "trained_with": "2.2.3"})
@@ -168,10 +165,14 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     }
     series = {"since": "2026-11-25T00:00:00Z", "as_of": "2026-11-27T00:00:00Z", "by_model_version": {}}
     refusal = "the database is read-only (a replica, or default_transaction_read_only)"
-    page = context(card, refusal, empty, series, series, service.OPENAPI, "http://example.test/")
+    filling = {"database_bytes": 8e9, "predictions": 10, "bytes_per_prediction": 800, "added_last_week": 7}
+    filling |= {"plan_bytes": 10e9, "share_used": 0.8, "days_left": None, "warning": "80% of the plan"}
+    page = context(card, refusal, empty, series, series, filling, "http://example.test/")
     with service.app.test_request_context("/"):
         html = service.render_template("index.html", **page)
 
     assert f"Not ready: {refusal}" in html
     assert "pandas 3.1.1 is running; the model was trained with 2.2.3" in html
     assert html.count('class="differs"') == 1
+    assert '<p class="status warning" id="storage-warning">80% of the plan</p>' in html
+    assert "80.0% of 10 GB" in html

@@ -5,7 +5,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support import EXAMPLE_OBSERVATION
+from tools.servers import EXAMPLE_OBSERVATION
 
 FEATURES = list(EXAMPLE_OBSERVATION)
 

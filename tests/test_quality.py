@@ -9,13 +9,15 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from aggregates import FINE_BINS, Histogram
-from monitoring import calibration, categories_seen, distribution, model_card
-from schema import Labels, RequestSchema
+from service.model_card import categories_seen, model_card
+from service.monitoring.histogram import Histogram
+from service.monitoring.reports import calibration, distribution
+from service.monitoring.tables import FINE_BINS
+from service.schema import Labels, RequestSchema
 
 
 def histogram_of(truth, probas):
-    """The Histogram the triggers would build for these labelled rows (aggregates.bin_upsert)."""
+    """The Histogram the triggers would build for these labelled rows (tables.bin_upsert)."""
     bins = np.minimum((probas * FINE_BINS).astype(int), FINE_BINS - 1)
     rows = []
     for bin in np.unique(bins):
@@ -144,7 +146,7 @@ def test_the_model_card_lists_features_categories_and_the_positive_class():
 
 
 def test_doubtful_bins_are_read_in_runs_unless_many_rows_lie_between():
-    from aggregates import SPAN_GAP_ROWS, spans
+    from service.monitoring.exact import SPAN_GAP_ROWS, spans
 
     rows_in = np.zeros(FINE_BINS, dtype=np.int64)
     assert spans([3, 7, 9000], rows_in) == [(3, 9000)]  # nothing between: one query

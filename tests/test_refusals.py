@@ -12,7 +12,7 @@ import pytest
 import requests
 from playhouse.db_url import connect
 
-from support import EXAMPLE_OBSERVATION, PredictLoad
+from tools.servers import EXAMPLE_OBSERVATION, PredictLoad
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def test_postgres_revoking_insert_under_load(postgres, service_database, live_se
         ready = ready_until(server, 200)
 
     assert "permission denied" in not_ready.json()["error"]
-    assert "storage limit" in not_ready.json()["error"]
+    assert "over its plan's capacity" in not_ready.json()["error"]
     assert ready.status_code == 200
     check_answers(load, server, stored_ids_postgres(postgres, name), "permission denied")
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schema import ApiError, Labels, RequestSchema, hours_argument, json_object, page_argument, unscorable
+from service.errors import ApiError
+from service.schema import Labels, RequestSchema, hours_argument, json_object, page_argument, unscorable
 
 DTYPES = pd.Series(
     {

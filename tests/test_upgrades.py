@@ -22,10 +22,11 @@ from peewee import (
 )
 from playhouse.db_url import connect
 
-import aggregates
 from conftest import import_app
-from support import EXAMPLE_OBSERVATION
+from service.migrations import CURRENT_VERSION
+from service.monitoring import tables as totals
 from test_aggregates import assert_stats_equal_the_rows, assert_totals_match_the_rows, exact_quality
+from tools.servers import EXAMPLE_OBSERVATION
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -139,12 +140,12 @@ def test_an_old_table_is_upgraded_in_place_and_every_row_still_served(database_u
     server = live_server(database_url)
 
     found = 0 if old == "tutorial" else 1
-    assert f"upgraded the schema in place from version {found} to 4" in server.output()
+    assert f"upgraded the schema in place from version {found} to {CURRENT_VERSION}" in server.output()
     after = table_rows(database_url)
     assert len(after) == ROWS
     assert same_rows(before, after, database_url.startswith("postgresql"))
     versions = column_values(database_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(version,) for version in range(found + 1, 5)]
+    assert versions == [(version,) for version in range(found + 1, CURRENT_VERSION + 1)]
     # A retry of an old id with the same observation answers the stored proba; another is a 409.
     for i in range(ROWS):
         retry = post(server, "/predict", {"id": i, "observation": observation(i)})
@@ -169,14 +170,14 @@ def test_an_upgrade_from_version_2_fills_the_running_totals_from_the_rows(databa
     service.Prediction.insert_many(hourly_rows(service)).execute()
     with service.DB.atomic():  # what version 2 had: no totals, no triggers
         drop_triggers(service.DB, database_url)
-        for table in ("stats_hour", "stats_bin", "stats_generation"):
+        for table in ("stats_hour", "stats_bin", "stats_generation", "archive", "archived_prediction"):
             service.DB.execute_sql(f"DROP TABLE {table}")
-        service.DB.execute_sql("UPDATE schema_version SET version = 2 WHERE version = 4")
+        record_version(service.DB, 2)
     service.DB.close_all()
 
     server = live_server(database_url)
 
-    assert "upgraded the schema in place from version 2 to 4" in server.output()
+    assert f"upgraded the schema in place from version 2 to {CURRENT_VERSION}" in server.output()
     assert_stats_right_after_the_upgrade(server, database_url)
 
 
@@ -185,15 +186,15 @@ def test_an_upgrade_from_version_3_counts_changes_from_then_on(database_url, liv
     service = import_app(database_url)
     service.Prediction.insert_many(hourly_rows(service)).execute()
     with service.DB.atomic():  # version 3 had the totals, without labelled_changes or a generation
-        drop_triggers(service.DB, database_url)
+        back_to_version_4(service.DB, database_url)
         service.DB.execute_sql("ALTER TABLE stats_hour DROP COLUMN labelled_changes")
         service.DB.execute_sql("DROP TABLE stats_generation")
-        service.DB.execute_sql("UPDATE schema_version SET version = 3 WHERE version = 4")
+        record_version(service.DB, 3)
     service.DB.close_all()
 
     server = live_server(database_url, env={"STATS_MAX_AGE_SECONDS": "0"})  # every /stats afresh
 
-    assert "upgraded the schema in place from version 3 to 4" in server.output()
+    assert f"upgraded the schema in place from version 3 to {CURRENT_VERSION}" in server.output()
     assert_stats_right_after_the_upgrade(server, database_url)
     before = requests.get(f"{server.base}/stats", timeout=30).json()
     for i in range(0, 200, 4):  # labels for old predictions: cached periods must not outlive them
@@ -203,8 +204,40 @@ def test_an_upgrade_from_version_3_counts_changes_from_then_on(database_url, liv
     assert_stats_right_after_the_upgrade(server, database_url)
 
 
+@BOTH
+def test_an_upgrade_from_version_4_keeps_the_totals_and_adds_the_archive(database_url, live_server):
+    service = import_app(database_url)
+    service.Prediction.insert_many(hourly_rows(service)).execute()
+    with service.DB.atomic():  # version 4: no archive, no archived count, triggers of its own
+        back_to_version_4(service.DB, database_url)
+        record_version(service.DB, 4)
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert f"upgraded the schema in place from version 4 to {CURRENT_VERSION}" in server.output()
+    database = connect(database_url)
+    assert totals.installed(database, "prediction")
+    database.close()
+    assert_stats_right_after_the_upgrade(server, database_url)
+
+
+def record_version(database, version):
+    database.execute_sql("DELETE FROM schema_version")
+    values = f"({version}, '2026-01-01', 'an earlier release')"
+    database.execute_sql(f"INSERT INTO schema_version (version, applied_at, description) VALUES {values}")
+
+
+def back_to_version_4(database, database_url):
+    """What version 5 added, taken away (the triggers too: the caller's version makes its own)."""
+    drop_triggers(database, database_url)
+    for table in ("archive", "archived_prediction"):
+        database.execute_sql(f"DROP TABLE {table}")
+    database.execute_sql("ALTER TABLE stats_hour DROP COLUMN archived")
+
+
 def drop_triggers(database, database_url):
-    for trigger in aggregates.TRIGGER_NAMES:
+    for trigger in totals.TRIGGER_NAMES:
         on_table = "" if database_url.startswith("sqlite") else " ON prediction"
         database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}{on_table}")
 
@@ -212,7 +245,7 @@ def drop_triggers(database, database_url):
 def assert_stats_right_after_the_upgrade(server, database_url):
     database = connect(database_url)
     assert_totals_match_the_rows(database)
-    assert aggregates.installed(database, "prediction")
+    assert totals.installed(database, "prediction")
     stats = requests.get(f"{server.base}/stats", timeout=30).json()
     assert stats["overall"]["predictions"] == 200
     for version in ("version_0", "version_1"):
@@ -259,10 +292,7 @@ def test_instances_starting_together_on_an_old_database_upgrade_it_once(database
     assert sum("upgraded the schema in place" in log for log in logs) == 1
     assert sum("database:" in log for log in logs) == 1  # the others found nothing to do
     assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [
-        (1,),
-        (2,),
-        (3,),
-        (4,),
+        (version,) for version in range(1, CURRENT_VERSION + 1)
     ]
     assert len(table_rows(database_url)) == ROWS
 
@@ -274,10 +304,7 @@ def test_the_upgrade_runs_once_and_then_is_a_no_op(database_url):
         service = import_app(database_url)
         service.DB.close_all()
     assert column_values(database_url, "SELECT version FROM schema_version ORDER BY version") == [
-        (1,),
-        (2,),
-        (3,),
-        (4,),
+        (version,) for version in range(1, CURRENT_VERSION + 1)
     ]
 
 
@@ -340,7 +367,7 @@ def test_a_failed_upgrade_changes_nothing_and_says_what_to_do(database_url):
         ),
         (
             "INSERT INTO schema_version VALUES (99, '2030-01-01', 'from the future')",
-            "newer than this code's 4",
+            f"newer than this code's {CURRENT_VERSION}",
         ),
     ],
 )
@@ -359,7 +386,7 @@ def test_a_column_of_the_wrong_type_stops_start_up(tmp_path):
     service = import_app(url)
     service.DB.close_all()
     with sqlite3.connect(tmp_path / "typed.db") as conn:
-        for trigger in aggregates.SQLITE_TRIGGERS:  # SQLite won't drop a column its triggers use
+        for trigger in totals.SQLITE_TRIGGERS:  # SQLite won't drop a column its triggers use
             conn.execute(f"DROP TRIGGER {trigger}")
         conn.execute("ALTER TABLE prediction DROP COLUMN model_version")
         conn.execute("ALTER TABLE prediction ADD COLUMN model_version BLOB")

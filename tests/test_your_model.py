@@ -18,9 +18,10 @@ import pytest
 from markupsafe import escape
 
 from conftest import BACKENDS, client_on_an_empty_table, fresh_database_url, import_app
-from model_check import example_observation, sample_rows, wrong_value
 from models import OTHER_MODELS
-from support import REPO
+from service.model_card import example_observation
+from tools.check_model import sample_rows, wrong_value
+from tools.servers import REPO
 
 MODELS = ["top-level", *OTHER_MODELS]
 
@@ -198,7 +199,7 @@ def test_stats_measure_the_positive_class(client, card, rows, observation):
 @pytest.mark.parametrize("model", MODELS)
 def test_the_model_check_passes_and_prints_a_curl_for_the_model(model, model_dirs):
     result = subprocess.run(
-        [sys.executable, "model_check.py", "--artifacts", str(model_dirs[model])],
+        [sys.executable, "-m", "tools.check_model", "--artifacts", str(model_dirs[model])],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -211,7 +212,7 @@ def test_the_model_check_passes_and_prints_a_curl_for_the_model(model, model_dir
 
 
 @pytest.mark.slow
-def test_make_check_model_checks_the_top_level_model():
+def test_make_check_model_checks_the_top_level_model(prod_venv):
     result = subprocess.run(
         ["make", "--no-print-directory", "check-model"], cwd=REPO, capture_output=True, text=True, timeout=600
     )
@@ -228,7 +229,7 @@ def test_the_model_check_fails_on_stale_columns_and_says_what_to_do(tmp_path, mo
     pd.read_pickle(tmp_path / "dtypes.pickle")[columns[::-1]].to_pickle(tmp_path / "dtypes.pickle")
 
     result = subprocess.run(
-        [sys.executable, "model_check.py", "--artifacts", str(tmp_path)],
+        [sys.executable, "-m", "tools.check_model", "--artifacts", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -311,3 +312,20 @@ def test_the_owners_page_shows_the_models_features_classes_and_figures(client, c
         assert f"<td>{escape(feature['name'])}</td>" in html
     assert f"<code>{json.dumps(card['positive_class'])}</code>" in html  # Jinja's tojson keeps quotes
     assert '<td data-figure="labelled">1</td>' in html
+
+
+def test_a_model_dropped_in_without_model_meta_json_serves_and_says_what_it_lacks(
+    model_dirs, tmp_path, caplog
+):
+    """The tutorial's own instruction: replace pipeline.pickle, dtypes.pickle and columns.json."""
+    for name in ("pipeline.pickle", "dtypes.pickle", "columns.json"):
+        shutil.copy(model_dirs["mixed-dtypes-string-labels"] / name, tmp_path / name)
+    with caplog.at_level("INFO", logger="app"):
+        service = import_app(f"sqlite:///{tmp_path}/own.db", ARTIFACTS_DIR=str(tmp_path))
+    client = service.app.test_client()
+    card = client.get("/model").get_json()
+
+    assert "no model_meta.json beside pipeline.pickle" in caplog.text
+    assert {found["trained_with"] for found in card["versions"].values()} == {None}
+    assert predict(client, 1, example_observation(card["features"])).status_code == 200
+    service.DB.close_all()

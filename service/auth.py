@@ -1,0 +1,56 @@
+"""Tokens: the one check every protected route passes (routes.py says which token guards which).
+
+Contract:
+- `GUARDS`: for each token setting, what an unset token means ("open": anyone may call the route;
+  "disabled": the route answers 404) and whether a browser may send it as an HTTP Basic password.
+- `require(guard, token, path, authorization)` returns when the request may go on, else raises
+  ApiError: 401 naming the header to send (with WWW-Authenticate where a browser may ask for the
+  password), or 404 for a disabled route. Tokens are compared in constant time.
+"""
+
+import base64
+import binascii
+import hmac
+from dataclasses import dataclass
+
+from service.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Guard:
+    when_unset: str  # "open" or "disabled"
+    browser: bool  # a browser may send the token as the password of HTTP Basic
+
+
+GUARDS = {
+    "WRITE_TOKEN": Guard("open", browser=False),
+    "MONITORING_TOKEN": Guard("open", browser=True),
+    "LIST_DB_TOKEN": Guard("disabled", browser=False),
+}
+
+
+def require(guard, token, path, authorization):
+    rule = GUARDS[guard]
+    if not token:
+        if rule.when_unset == "disabled":
+            raise ApiError(404, f"{path} is disabled; set {guard} on the server to enable it")
+        return
+    if rule.browser and authorization.startswith("Basic "):
+        authorization = "Bearer " + basic_password(authorization)
+    if not hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+        if not rule.browser:
+            raise ApiError(401, f"send the header 'Authorization: Bearer <{guard}>'")
+        raise ApiError(
+            401,
+            f"send the header 'Authorization: Bearer <{guard}>' "
+            "(a browser asks for it: any user name, the token as the password)",
+            {"WWW-Authenticate": 'Basic realm="monitoring", charset="UTF-8"'},
+        )
+
+
+def basic_password(authorization):
+    """The password of an HTTP Basic header (any user name), or "" when it is malformed."""
+    try:
+        return base64.b64decode(authorization[6:], validate=True).decode().partition(":")[2]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""

@@ -1,0 +1,375 @@
+"""How the service talks to its database, whichever backend DATABASE_URL names.
+
+Contract:
+- `pool_settings(url, pool_size, timeout_seconds)` -> (url, options) for
+  `playhouse.db_url.connect`: a pooled SQLite or PostgreSQL database (postgres:// is Heroku's
+  spelling), or a RuntimeError naming the schemes it takes.
+- `add_missing_functions(database)` gives SQLite the ln() that /stats' SQL uses where its build
+  lacks the math functions.
+- `fault(exc)` sorts a database exception into a `Fault`: "unavailable" (down, unreachable,
+  no free connection, a lock or deadlock: retrying later can succeed), "refused" (read-only,
+  permission denied, disk or storage full: nothing succeeds until an operator acts), or
+  "error" (a SQL mistake, an unexpected constraint: a bug, 500). Each carries the message a
+  client gets.
+- `Episodes` logs a run of identical faults once when it starts and once when the next
+  success ends it, instead of once per request, and remembers a refusal for /ready.
+- `write_refusal(database, table)` says, with one cheap query and no write, whether the database
+  would refuse writes for a reason it can see (PostgreSQL: read-only, INSERT or UPDATE revoked);
+  `readiness()` adds the refusal a recent write met, for /ready.
+- `failed(database, episodes, exc)`: what a route's database exception means, logged once per
+  episode, its connection dropped.
+- Connections: each worker's pool holds at most `connections_per_worker(DB_MAX_CONNECTIONS,
+  workers)`. A connection PostgreSQL (or PgBouncer) refuses for a connection limit is waited for,
+  up to DB_TIMEOUT_SECONDS, then answered with CONNECTION_LIMIT ("the database's connection
+  limit is reached", not "unavailable"). While any process of the instance waits so (PRESSURE,
+  in memory the workers share), `give_back()` closes each request's connection instead of
+  pooling it, and a thread per process closes the pool's idle ones, so that whichever worker a
+  request reaches gets a connection, even when the database allows one for all of them.
+"""
+
+import logging
+import math
+import multiprocessing
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from peewee import DatabaseError, InterfaceError, OperationalError, SqliteDatabase
+from playhouse.db_url import register_database
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
+
+# Every exception peewee raises for a database fault, and the pool's own.
+DATABASE_ERRORS = (DatabaseError, InterfaceError, MaxConnectionsExceeded)
+
+log = logging.getLogger("database")
+
+
+def pool_settings(url, pool_size, timeout_seconds):
+    """Each request borrows a pooled connection and gives it back, instead of paying for a new
+    one; a connection the server dropped is thrown away rather than handed out again."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "sqlite":
+        # WAL lets readers and the writer work at once, synchronous=NORMAL makes a commit
+        # cheap while staying durable across a crash of the service, and BEGIN IMMEDIATE
+        # plus a busy timeout make concurrent writers queue instead of failing "locked".
+        return f"sqlite+pool://{rest}", {
+            "pragmas": {
+                "journal_mode": "wal",
+                "synchronous": "normal",
+                "busy_timeout": timeout_seconds * 1000,
+            },
+            "lock_type": "IMMEDIATE",
+            "check_same_thread": False,
+            "max_connections": pool_size,
+            "timeout": timeout_seconds,  # the pool's: wait this long for a free connection
+        }
+    if scheme in ("postgres", "postgresql"):  # Heroku hands out postgres:// URLs
+        return f"postgresql+waiting://{rest}", {
+            # A user or password with characters URLs reserve arrives %-escaped (p%40ss for p@ss);
+            # peewee leaves it escaped unless told. Query arguments (?sslmode=require) go to libpq.
+            "unquote_user": True,
+            "unquote_password": True,
+            "connect_timeout": timeout_seconds,
+            "max_connections": pool_size,
+            "timeout": timeout_seconds,  # wait this long for a free connection, then answer 503
+        }
+    raise RuntimeError(
+        f"DATABASE_URL must start with sqlite://, postgres:// or postgresql://; got {scheme}://"
+    )
+
+
+def sqlite_has_ln():
+    """SQLite has ln() only when built with its math functions (Debian's is; some others aren't)."""
+    try:
+        sqlite3.connect(":memory:").execute("SELECT ln(1)")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def add_missing_functions(database):
+    if isinstance(database, SqliteDatabase) and not sqlite_has_ln():
+        database.register_function(math.log, "ln", 1)  # /stats computes log loss in SQL
+
+
+# What a failed query means for the client and the operator.
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # "unavailable" (retry later), "refused" (an operator must act) or "error" (a bug)
+    cause: str  # short, for the log and /ready
+    message: str  # the client's error
+
+
+RETRY_LATER = "nothing was stored; retry the request later"
+NOTHING_STORED = "nothing was stored, and retrying will not help until this is fixed"
+READ_ONLY = Fault(
+    "refused",
+    "read-only",
+    "the database is read-only and refuses writes (PostgreSQL: default_transaction_read_only or a "
+    f"standby; SQLite: a file or directory the service can't write); {NOTHING_STORED}",
+)
+PERMISSION_DENIED = Fault(
+    "refused",
+    "permission denied",
+    "the database refuses writes to the predictions table: permission denied. On Heroku Postgres this "
+    "means the database is over its plan's capacity: upgrade the plan or delete data (archive the "
+    "oldest predictions, docs/operations.md), and writes resume by themselves; elsewhere, grant the "
+    f"service's role INSERT and UPDATE on its tables; {NOTHING_STORED}",
+)
+STORAGE_FULL = Fault(
+    "refused",
+    "storage full",
+    "the database refuses writes: storage full (its disk, or on Heroku Postgres the plan's storage). "
+    f"Free space (delete old rows, grow the disk) or upgrade the plan; {NOTHING_STORED}",
+)
+UNAVAILABLE = Fault("unavailable", "unavailable", f"the database is unavailable; {RETRY_LATER}")
+BUSY = Fault("unavailable", "busy", f"the database is busy (a lock or a deadlock); {RETRY_LATER}")
+NO_CONNECTION = Fault(
+    "unavailable", "no free connection", f"every database connection is in use; {RETRY_LATER}"
+)
+CONNECTION_LIMIT = Fault(
+    "unavailable",
+    "connection limit",
+    "the database's connection limit is reached: every connection it allows is taken (by this "
+    "service's workers and instances, or by other clients) and none came free in time; "
+    f"{RETRY_LATER}. If it lasts, lower DB_MAX_CONNECTIONS or the number of instances, or raise the "
+    "database's limit (docs/operations.md)",
+)
+# What PostgreSQL (and PgBouncer) say when a connection would pass a limit: the server's
+# max_connections, a role's or a database's CONNECTION LIMIT, PgBouncer's max_client_conn.
+CONNECTION_LIMIT_WORDS = (
+    "too many connections",
+    "remaining connection slots are reserved",
+    "sorry, too many clients",
+    "no more connections allowed",
+)
+BUG = Fault("error", "error", "internal error; the details are in the server log")
+
+# SQLite's primary result codes (the low byte of an extended code).
+SQLITE_FAULTS = {
+    sqlite3.SQLITE_READONLY: READ_ONLY,
+    sqlite3.SQLITE_PERM: READ_ONLY,
+    sqlite3.SQLITE_FULL: STORAGE_FULL,
+    sqlite3.SQLITE_BUSY: BUSY,
+    sqlite3.SQLITE_LOCKED: BUSY,
+    sqlite3.SQLITE_CANTOPEN: UNAVAILABLE,
+    sqlite3.SQLITE_IOERR: UNAVAILABLE,
+}
+# PostgreSQL's SQLSTATEs, exact ones first, then by class (the first two characters).
+POSTGRES_FAULTS = {
+    "25006": READ_ONLY,  # read_only_sql_transaction
+    "42501": PERMISSION_DENIED,  # insufficient_privilege
+    "53100": STORAGE_FULL,  # disk_full
+    "40001": BUSY,  # serialization_failure
+    "40P01": BUSY,  # deadlock_detected
+    "55P03": BUSY,  # lock_not_available
+    "57014": BUSY,  # query_canceled (statement_timeout)
+    "08": UNAVAILABLE,  # connection exception
+    "53": UNAVAILABLE,  # insufficient resources: out of memory, too many connections
+    "57": UNAVAILABLE,  # operator intervention: shutdown, crash recovery, cannot connect now
+}
+
+
+def driver_error(exc):
+    """The driver's exception under peewee's wrapper (peewee passes it as the first argument)."""
+    if exc.args and isinstance(exc.args[0], Exception):
+        return exc.args[0]
+    return exc.__context__ or exc
+
+
+def at_connection_limit(error):
+    return getattr(error, "pgcode", None) == "53300" or any(
+        words in str(error) for words in CONNECTION_LIMIT_WORDS
+    )
+
+
+def fault(exc):
+    if isinstance(exc, MaxConnectionsExceeded):
+        return NO_CONNECTION
+    original = driver_error(exc)
+    if at_connection_limit(original):
+        return CONNECTION_LIMIT
+    if isinstance(exc, InterfaceError):  # the driver's: a connection closed; peewee's own: a bug
+        return UNAVAILABLE if original is not exc else BUG
+    sqlite_code = getattr(original, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return SQLITE_FAULTS.get(sqlite_code & 0xFF, BUG)
+    pgcode = getattr(original, "pgcode", "")
+    if pgcode:
+        return POSTGRES_FAULTS.get(pgcode) or POSTGRES_FAULTS.get(pgcode[:2], BUG)
+    # psycopg2 gives no SQLSTATE when the connection itself failed (refused, dropped, timed out).
+    is_connection_failure = type(original).__name__ in ("OperationalError", "InterfaceError")
+    return UNAVAILABLE if is_connection_failure else BUG
+
+
+class Episodes:
+    """One log line when a kind of fault starts, one when writes succeed again; not one per request.
+
+    Per process: each gunicorn worker logs its own episode.
+    """
+
+    def __init__(self, logger=log):
+        self.logger = logger
+        self._lock = threading.Lock()
+        self.current = None  # the Fault of the episode under way
+        self.started = self.count = 0
+
+    def failed(self, found, exc):
+        with self._lock:
+            if self.current == found:
+                self.count += 1
+                return
+            self.current, self.started, self.count = found, time.monotonic(), 1
+        detail = f"{type(driver_error(exc)).__name__}: {driver_error(exc)}".strip()
+        quiet = "repeats are not logged until the database works again"
+        if found.kind == "error":
+            self.logger.error("database error (%s); %s", detail, quiet, exc_info=exc)
+        else:
+            self.logger.error("database %s: %s; %s", found.cause, detail, quiet)
+
+    def succeeded(self):
+        if self.current is None:  # the usual case, without taking the lock
+            return
+        with self._lock:
+            ended, count, seconds = self.current, self.count, time.monotonic() - self.started
+            self.current = None
+        if ended is not None:
+            self.logger.warning(
+                "database works again after %.1f s of %s (%d failed request(s))", seconds, ended.cause, count
+            )
+
+    def refusal(self):
+        current = self.current
+        return current if current is not None and current.kind == "refused" else None
+
+
+WRITE_REFUSAL_SQL = """
+SELECT current_setting('transaction_read_only') = 'on' OR pg_is_in_recovery(),
+       has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')
+"""
+
+
+def write_refusal(database, table):
+    """READ_ONLY or PERMISSION_DENIED if PostgreSQL would refuse our writes, else None.
+
+    SQLite can't tell without writing; a full disk can't be seen without writing either."""
+    if isinstance(database, SqliteDatabase):
+        return None
+    read_only, may_write = database.execute_sql(WRITE_REFUSAL_SQL, (table, table)).fetchone()
+    if read_only:
+        return READ_ONLY
+    return None if may_write else PERMISSION_DENIED
+
+
+def can_see(database, refusal):
+    """Whether write_refusal() would see this refusal's cause (and so see it gone)."""
+    return not isinstance(database, SqliteDatabase) and refusal in (READ_ONLY, PERMISSION_DENIED)
+
+
+def readiness(database, table, episodes):
+    """None when the database answers and takes writes, as far as can be seen without writing;
+    else the refusal's message (one a recent write met counts, where the query can't see it)."""
+    refusal = write_refusal(database, table)
+    remembered = episodes.refusal()
+    if refusal is None and remembered is not None and not can_see(database, remembered):
+        refusal = remembered
+    return None if refusal is None else refusal.message
+
+
+def failed(database, episodes, exc):
+    """The Fault of a request's database exception, logged once per episode. A connection that
+    failed for any reason but a bug is never handed out again: the next one starts afresh."""
+    found = fault(exc)
+    episodes.failed(found, exc)
+    if found.kind != "error":
+        try:
+            database.manual_close()
+        except Exception:
+            log.debug("closing the failed connection failed", exc_info=True)
+    return found
+
+
+# Connections: bounded per instance, waited for at the database's limit, given back under pressure.
+def connections_per_worker(most_per_instance, workers):
+    """Each worker's share of DB_MAX_CONNECTIONS, at least one."""
+    return max(1, most_per_instance // max(1, workers))
+
+
+class ConnectionPressure:
+    """When a process of this instance last met the database's connection limit, in memory that
+    gunicorn's workers share (made in the master, before it forks them)."""
+
+    def __init__(self, seconds=5.0):
+        self.seconds = seconds
+        self.last = multiprocessing.RawValue("d", -1e9)  # time.monotonic(): one clock for every process
+
+    def signal(self):
+        self.last.value = time.monotonic()
+
+    def recent(self):
+        return time.monotonic() - self.last.value < self.seconds
+
+
+PRESSURE = ConnectionPressure()
+
+
+class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase):
+    """peewee's pool, except that a new connection the server refuses for its connection limit is
+    waited for (up to the pool's timeout) instead of failing at once. Meanwhile every process of
+    the instance hears of it (PRESSURE) and gives its idle connections back (give_back, reaper)."""
+
+    def connect(self, reuse_if_open=False):
+        deadline = time.monotonic() + min(self._wait_timeout, 60)
+        pause = 0.02
+        while True:
+            try:
+                return super().connect(reuse_if_open)
+            except OperationalError as exc:
+                if not at_connection_limit(driver_error(exc)) or time.monotonic() + pause > deadline:
+                    raise
+                PRESSURE.signal()
+                with self._pool_available:  # woken when one of this worker's own comes back
+                    self._pool_available.wait(pause)
+                pause = min(2 * pause, 0.25)
+
+
+register_database(WaitingPooledPostgresqlDatabase, "postgresql+waiting")
+
+
+def give_back(database):
+    """The request's connection back to the pool; back to the server while the instance is at the
+    database's connection limit, so that another worker may have it."""
+    if database.is_closed():
+        return
+    if PRESSURE.recent():
+        database.manual_close()
+    else:
+        database.close()
+    start_reaper(database)
+
+
+REAPERS = {}  # process id -> the thread giving idle connections back under pressure
+
+
+def start_reaper(database, every_seconds=0.1):
+    """In each process once: a thread that closes the pool's idle connections while PRESSURE is
+    recent, so that a worker with no request to serve holds none another worker needs."""
+    if os.getpid() in REAPERS:
+        return
+
+    def reap():
+        while True:
+            time.sleep(every_seconds)
+            if PRESSURE.recent():
+                database.close_idle()
+
+    thread = threading.Thread(target=reap, name="connection-reaper", daemon=True)
+    REAPERS[os.getpid()] = thread
+    thread.start()
+
+
+def connections_open(database):
+    """This process's connections to the database, in use and idle."""
+    return len(getattr(database, "_in_use", ())) + len(getattr(database, "_connections", ()))

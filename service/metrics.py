@@ -1,0 +1,105 @@
+"""GET /metrics: the service's counters in Prometheus' text format, through prometheus_client.
+
+Contract:
+- The metrics: `http_requests_total` (route, method, status), `http_request_duration_seconds`
+  (route; a histogram), `predict_batch_size` (a histogram of rows per predict_proba call),
+  `predictions_total` (model_version; new rows stored), `database_errors_total` (kind:
+  unavailable, refused or error, as database.fault() tells them), `service_ready` (1 or 0, as
+  the last /ready or scrape found it), `database_connections_allowed` (the instance's bound) and
+  `database_connections_open` (added up over the workers). A route is the URL rule that
+  matched ("unmatched" for a 404), so a client can't make a label per URL.
+- Across gunicorn's worker processes: when PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py
+  sets it, to a fresh directory, before app.py is imported), every process writes its values
+  to files there and `exposition()` adds them up, so a scrape answered by any worker counts
+  every worker's requests. Without it (Flask's test client, `python app.py`) the values are
+  the process's own.
+Nothing here knows Flask or the database.
+"""
+
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request reaching Flask to its answer",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZES = Histogram(
+    "predict_batch_size", "Rows scored per predict_proba call", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+PREDICTIONS = Counter("predictions_total", "New predictions stored", ["model_version"])
+DATABASE_ERRORS = Counter("database_errors_total", "Requests failed by the database", ["kind"])
+READY = Gauge(
+    "service_ready", "1 when the database answers and takes writes", multiprocess_mode="livemostrecent"
+)
+CONNECTIONS_ALLOWED = Gauge(
+    "database_connections_allowed",
+    "The most connections this instance opens to the database (DB_MAX_CONNECTIONS, split over workers)",
+    multiprocess_mode="max",
+)
+CONNECTIONS_OPEN = Gauge(
+    "database_connections_open",
+    "Connections to the database open now, in use or idle",
+    multiprocess_mode="livesum",
+)
+STORAGE = {
+    "database_bytes": Gauge(
+        "database_size_bytes", "The database's size on disk", multiprocess_mode="mostrecent"
+    ),
+    "predictions": Gauge(
+        "database_predictions", "Rows of the predictions table", multiprocess_mode="mostrecent"
+    ),
+    "bytes_per_prediction": Gauge(
+        "database_bytes_per_prediction", "The database's size per prediction", multiprocess_mode="mostrecent"
+    ),
+    "share_used": Gauge(
+        "database_plan_used_ratio", "The share of DATABASE_PLAN_GB used", multiprocess_mode="mostrecent"
+    ),
+    "days_left": Gauge(
+        "database_plan_days_left",
+        "Days until the plan is full at the last week's rate",
+        multiprocess_mode="mostrecent",
+    ),
+}
+_open_now = [None]  # this process's last value, so that a request writes the gauge only on a change
+# The text format every Prometheus server reads (the client's newer 1.0.0 label is for Prometheus 3).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+
+def request_answered(route, method, status, seconds):
+    REQUESTS.labels(route, method, str(status)).inc()
+    LATENCY.labels(route).observe(seconds)
+
+
+def connections_open(count):
+    if count != _open_now[0]:
+        _open_now[0] = count
+        CONNECTIONS_OPEN.set(count)
+
+
+def storage(usage):
+    """The database's filling, as storage.usage() found it (a figure it lacks is left unset)."""
+    for name, gauge in STORAGE.items():
+        if usage.get(name) is not None:
+            gauge.set(usage[name])
+
+
+def exposition():
+    """The text a scrape gets: every worker's values added up when they share a directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

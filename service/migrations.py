@@ -1,0 +1,340 @@
+"""The predictions table's schema, brought up to date in place at start-up.
+
+Contract:
+- `upgrade(database, prediction_model)` runs once, in gunicorn's master before it forks the
+  workers. In one transaction (on PostgreSQL under an advisory lock, on SQLite under its write
+  lock, so instances starting together take turns and the first does the work), it:
+  - creates the tables on an empty database;
+  - otherwise reads the schema version recorded in `schema_version`, or, where none is
+    recorded, recognises the table: the tutorial's own (version 0) or this repository's
+    first release (version 1);
+  - applies each later step with peewee's `playhouse.migrate`, recording each version;
+  - checks that every column the service uses is there with a usable type.
+  Version 3 adds the running totals (monitoring/tables.py) (tables and triggers) and fills them from the
+  rows already there: one pass over the table, inside the same transaction. Version 4 adds
+  the counts of changes that let /stats cache periods' cells (no pass over the rows).
+  Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
+  transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
+- `prepare(database, prediction_model)` is upgrade() as app.py runs it at start-up.
+- Rows are never deleted or rewritten. Rows from the tutorial's table get model_version
+  "unrecorded" and no timestamps (NULL: nobody knows when they were made).
+"""
+
+import logging
+import threading
+import time
+from datetime import datetime
+
+from peewee import (
+    BigIntegerField,
+    CharField,
+    DateTimeField,
+    DoubleField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
+from playhouse.migrate import SchemaMigrator, migrate
+
+from service import archive
+from service import database as databases
+from service.monitoring import tables as totals
+
+log = logging.getLogger("migrations")
+
+CURRENT_VERSION = 5
+UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is one this service can't use or bring up to date."""
+
+
+class SchemaVersion(Model):
+    version = IntegerField(primary_key=True)
+    applied_at = DateTimeField()
+    description = TextField()
+
+    class Meta:
+        table_name = "schema_version"
+
+
+# The steps, each from the version before it. Each must also work on any table that a
+# crashed earlier attempt could have left, which one transaction per upgrade rules out anyway.
+def from_tutorial(database, migrator, table):
+    """Version 0 -> 1: the tutorial's table gets what this repository's first release had."""
+    columns = {column.name: column for column in database.get_columns(table)}
+    operations = [
+        migrator.add_column(table, "model_version", CharField(max_length=16, default=UNRECORDED_VERSION)),
+        migrator.add_column(table, "created_at", DateTimeField(null=True)),
+        migrator.add_column(table, "updated_at", DateTimeField(null=True)),
+        migrator.add_index(table, ("created_at",)),
+    ]
+    if not isinstance(database, SqliteDatabase):  # SQLite's INTEGER and REAL are 64-bit already
+        if columns["observation_id"].data_type != "bigint":
+            operations.append(migrator.alter_column_type(table, "observation_id", BigIntegerField()))
+        if columns["proba"].data_type != "double precision":
+            operations.append(migrator.alter_column_type(table, "proba", DoubleField()))
+    migrate(*operations)
+
+
+def timestamps_may_be_null(database, migrator, table):
+    """Version 1 -> 2: rows upgraded from the tutorial's table have no timestamps."""
+    columns = {column.name: column for column in database.get_columns(table)}
+    not_null = [name for name in ("created_at", "updated_at") if not columns[name].null]
+    migrate(*[migrator.drop_not_null(table, name) for name in not_null])
+
+
+def running_totals(database, migrator, table):
+    """Version 2 -> 3: the totals /stats reads, kept by triggers, filled from the rows there."""
+    totals.install(database, table)
+
+
+def archives(database, migrator, table):
+    """Version 4 -> 5: the tables the archive moves predictions to, counted in the totals."""
+    totals.add_archives(database, table)
+    archive.install(database, table)
+
+
+def change_counts(database, migrator, table):
+    """Version 3 -> 4: the counts that tell /stats which periods' cells it may take from its cache."""
+    totals.add_change_counts(database, table)
+
+
+STEPS = {
+    1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
+    2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
+    3: ("running totals for /stats (stats_hour, stats_bin), kept by triggers", running_totals),
+    4: ("counts of labelled changes per hour, for /stats' cache of periods", change_counts),
+    5: ("archived predictions, kept in the running totals; triggers any deleting role can fire", archives),
+}
+PASSES_OVER_ROWS = {3}  # the steps whose time grows with the table
+# What a web process may upgrade itself while it starts: a step's pass over this many rows takes a
+# few seconds, well within the minute platforms give a process to bind its port.
+QUICK_UPGRADE_ROWS = 100_000
+RELEASE_COMMAND = "flask --app app upgrade-database"
+
+# Each shipped schema, recognised by its columns when no version was recorded.
+TUTORIAL_COLUMNS = {"id", "observation_id", "observation", "proba", "true_class"}
+FIRST_RELEASE_COLUMNS = TUTORIAL_COLUMNS | {"model_version", "created_at", "updated_at"}
+
+
+def upgrade(database, prediction_model):
+    SchemaVersion.bind(database)  # not bind_ctx(): threads upgrading at once would unbind it for the others
+    with database.connection_context(), database.atomic():
+        take_turns(database)
+        return upgrade_locked(database, prediction_model)
+
+
+def upgrade_locked(database, prediction_model):
+    """upgrade()'s work, inside its transaction and lock."""
+    table = prediction_model._meta.table_name
+    if not database.table_exists(table):
+        database.create_tables([prediction_model, SchemaVersion])
+        totals.install(database, table)
+        archive.install(database, table)
+        if not SchemaVersion.select().where(SchemaVersion.version == CURRENT_VERSION).exists():
+            record(CURRENT_VERSION, "created the tables")
+        return f"created the tables (schema version {CURRENT_VERSION})"
+    found = recorded_version(database, table)
+    if found > CURRENT_VERSION:
+        raise SchemaError(
+            f"the database's schema is version {found}, newer than this code's {CURRENT_VERSION}: "
+            "deploy the newer code, or restore the backup taken before the upgrade"
+        )
+    migrator = SchemaMigrator.from_database(database)
+    for version in range(found + 1, CURRENT_VERSION + 1):
+        description, step = STEPS[version]
+        run_step(database, migrator, table, version, step)
+        record(version, description)
+    check_usable(database, prediction_model)
+    if not totals.installed(database, table):  # dropped by hand since: rebuilt from the rows
+        totals.install(database, table)
+        archive.install(database, table)
+        missing = "the running totals were missing and are rebuilt from the rows"
+        return f"schema version {CURRENT_VERSION}; {missing}"
+    if found == CURRENT_VERSION:
+        return f"schema version {CURRENT_VERSION}, up to date"
+    return f"upgraded the schema in place from version {found} to {CURRENT_VERSION}"
+
+
+def take_turns(database, wait=True):
+    """The upgrade's lock, for the transaction: True once held; with wait=False, False at once when
+    another process holds it. SQLite's transaction already holds the write lock (BEGIN IMMEDIATE)."""
+    if isinstance(database, SqliteDatabase):
+        return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    (held,) = database.execute_sql(f"SELECT {function}(hashtext('create_tables'))").fetchone()
+    return held is not False  # pg_advisory_xact_lock returns void (None)
+
+
+def recorded_version(database, table):
+    """The existing table's schema version: recorded, or recognised from its columns."""
+    if database.table_exists(SchemaVersion._meta.table_name):
+        newest = SchemaVersion.select(SchemaVersion.version).order_by(SchemaVersion.version.desc()).first()
+        if newest is not None:
+            return newest.version
+    found = recognised_version(database, table)
+    database.create_tables([SchemaVersion])
+    return found
+
+
+def recognised_version(database, table):
+    """The version of a table with no recorded one, from its columns."""
+    columns = {column.name for column in database.get_columns(table)}
+    if columns == TUTORIAL_COLUMNS:
+        return 0
+    if columns == FIRST_RELEASE_COLUMNS:
+        return 1
+    raise SchemaError(
+        f"table {table} has the columns {sorted(columns)}, which is neither the tutorial's table "
+        f"({sorted(TUTORIAL_COLUMNS)}) nor one this service made; rename it (the service then "
+        "creates its own) or point DATABASE_URL at another database"
+    )
+
+
+def run_step(database, migrator, table, version, step):
+    log.warning("upgrading the database schema to version %s", version)
+    try:
+        step(database, migrator, table)
+    except Exception as exc:
+        raise SchemaError(
+            f"upgrading the schema to version {version} failed, and nothing was changed: {exc}. "
+            "Fix the cause and restart; the upgrade runs again"
+        ) from exc
+
+
+def record(version, description):
+    SchemaVersion.create(version=version, applied_at=datetime.now(), description=description)
+
+
+# The column types each field can live with, as each backend names them.
+USABLE_TYPES = {
+    "postgresql": {
+        "integer": {"integer", "bigint"},
+        "bigint": {"bigint"},
+        "double": {"double precision"},
+        "text": {"text", "character varying"},
+        "timestamp": {"timestamp without time zone", "timestamp with time zone"},
+    },
+    "sqlite": {  # by SQLite's type affinity rules, on the declared type's name
+        "integer": {"integer", "bigint", "int"},
+        "bigint": {"integer", "bigint", "int"},
+        "double": {"real", "double", "double precision", "float"},
+        "text": {"text", "varchar", "character varying"},
+        "timestamp": {"datetime", "timestamp"},
+    },
+}
+FIELD_TYPES = {
+    "id": "integer",
+    "observation_id": "bigint",
+    "observation": "text",
+    "proba": "double",
+    "true_class": "integer",
+    "model_version": "text",
+    "created_at": "timestamp",
+    "updated_at": "timestamp",
+}
+
+
+def check_usable(database, prediction_model):
+    table = prediction_model._meta.table_name
+    backend = "sqlite" if isinstance(database, SqliteDatabase) else "postgresql"
+    columns = database.get_columns(table)
+    found = {column.name: column.data_type.lower().split("(")[0].strip() for column in columns}
+    for name in prediction_model._meta.columns:
+        if name not in found:
+            raise SchemaError(f"table {table} has no column {name}: restore it, or use another database")
+        if found[name] not in USABLE_TYPES[backend][FIELD_TYPES[name]]:
+            expected = sorted(USABLE_TYPES[backend][FIELD_TYPES[name]])
+            raise SchemaError(
+                f"column {table}.{name} is {found[name]}, and this service needs one of {expected}: "
+                f"change its type (ALTER TABLE {table} ALTER COLUMN {name} TYPE ...) or point "
+                "DATABASE_URL at another database"
+            )
+
+
+class SchemaState:
+    """Whether the schema is the code's: `message` says why not (None when it is). A web process
+    that started behind asks the database again, at most once a second, until the release is done."""
+
+    def __init__(self, message=None):
+        self.message = message
+        self.checked = 0.0
+        self.lock = threading.Lock()
+
+    def is_current(self, database):
+        if self.message is None:  # the usual case, without a query
+            return True
+        with self.lock:
+            if time.monotonic() - self.checked >= 1:
+                self.checked = time.monotonic()
+                if peek_version(database) == CURRENT_VERSION:
+                    self.message = None
+                    log.warning("database: the schema is version %s now; serving", CURRENT_VERSION)
+        return self.message is None
+
+
+def prepare(database, prediction_model, may_take_long):
+    """The schema as a web process starts: a SchemaState. Tables are created, and an upgrade is
+    applied, only when that is quick (no pass over more than QUICK_UPGRADE_ROWS rows) or when
+    `may_take_long` (no platform waiting for the port, as on a laptop). Otherwise, or while another
+    process holds the upgrade's lock, the state says to run the release command and the service
+    answers 503 meanwhile. A database fault is a RuntimeError saying what failed."""
+    table = prediction_model._meta.table_name
+    try:
+        with database.connection_context():
+            found = peek_version(database, table)  # reads the catalog: never waits for a lock
+            if found == CURRENT_VERSION and totals.installed(database, table):
+                check_usable(database, prediction_model)
+                return SchemaState()
+            SchemaVersion.bind(database)
+            with database.atomic():
+                # Waiting for the lock is quick only when creating the tables, or on a laptop.
+                if not take_turns(database, wait=may_take_long or found is None):
+                    return SchemaState(behind(found, "another process (the release) is upgrading it"))
+                if found is not None and not may_take_long and long_for_start_up(database, table, found):
+                    return SchemaState(behind(found, "its upgrade passes over every row, too long to run"))
+                done = upgrade_locked(database, prediction_model)
+    except databases.DATABASE_ERRORS as exc:
+        found = databases.fault(exc)
+        reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "
+        raise RuntimeError(f"the database failed at start-up: {reason}{databases.driver_error(exc)}") from exc
+    if done.startswith("created"):  # quiet when there was nothing to do (the notebooks import app.py)
+        log.info("database: %s", done)
+    elif not done.endswith("up to date"):  # an upgrade, or a repair
+        log.warning("database: %s", done)
+    return SchemaState()
+
+
+def behind(found, why):
+    message = (
+        f"the database's schema is version {found} and this code needs {CURRENT_VERSION}: {why} while "
+        f"the web process starts. Run the release command, `{RELEASE_COMMAND}` (docs/deploying.md); "
+        "nothing was stored"
+    )
+    log.warning("database: schema version %s, and this code needs %s: %s", found, CURRENT_VERSION, why)
+    return message
+
+
+def long_for_start_up(database, table, found):
+    """Whether a pending step, or rebuilding missing totals, passes over more than
+    QUICK_UPGRADE_ROWS rows (counted no further)."""
+    pending = set(range(found + 1, CURRENT_VERSION + 1))
+    if not PASSES_OVER_ROWS & pending and (pending or totals.installed(database, table)):
+        return False
+    query = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {QUICK_UPGRADE_ROWS + 1}) AS counted"
+    return database.execute_sql(query).fetchone()[0] > QUICK_UPGRADE_ROWS
+
+
+def peek_version(database, table="prediction"):
+    """The schema's version without writing or locking: recorded, or recognised from the table's
+    columns; None when there is no table yet."""
+    if not database.table_exists(table):
+        return None
+    if database.table_exists(SchemaVersion._meta.table_name):
+        (newest,) = database.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()
+        if newest is not None:
+            return newest
+    return recognised_version(database, table)

@@ -1,0 +1,77 @@
+"""GET /model's body: what is running, described from the model's own files.
+
+Contract:
+- `model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warnings)`: the features, their
+  training dtypes, the JSON type each accepts and the categories seen in training; the classes,
+  the positive one (whose probability /predict answers) and what /update takes for each; the
+  model's hash and version; the library versions running and those that trained it.
+- `categories_seen(estimator)`: {column: categories} learnt by every fitted encoder in a pipeline.
+- `example_observation(features, row=None)`: the one rule for a valid example observation, from
+  the card's features: the row's value where it has one, else the first category seen in
+  training, else a plain value of the feature's JSON type. The owner's page, the model check and
+  the tests all build their examples with it.
+"""
+
+from importlib.metadata import version as installed_version
+
+from service.artifacts import CHECKED_PACKAGES
+
+
+def categories_seen(estimator, columns=None):
+    """{column: categories seen in training}, from every fitted encoder in the pipeline."""
+    found = {}
+    if hasattr(estimator, "transformers_"):  # a ColumnTransformer: each part names its columns
+        for _, transformer, part_columns in estimator.transformers_:
+            if isinstance(part_columns, list) and not isinstance(transformer, str):
+                found.update(categories_seen(transformer, part_columns))
+    elif hasattr(estimator, "steps"):  # a Pipeline
+        for _, step in estimator.steps:
+            found.update(categories_seen(step, columns))
+    elif hasattr(estimator, "categories_"):
+        names = getattr(estimator, "feature_names_in_", columns)
+        if names is not None:
+            for name, categories in zip(names, estimator.categories_, strict=True):
+                found[str(name)] = [
+                    value for value in categories.tolist() if isinstance(value, (str, int, float))
+                ]
+    return found
+
+
+def model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warnings=()):
+    # A category column takes exactly its dtype's categories; an encoder's are what it learnt.
+    categories = categories_seen(pipeline) | schema.categories
+    return {
+        "model_version": pipeline_sha256[:12],
+        "pipeline_sha256": pipeline_sha256,
+        "classes": [labels.negative, labels.positive],
+        "positive_class": labels.positive,
+        "true_class_accepts": labels.describe(),
+        "features": [
+            {"name": column, "dtype": str(dtype), "accepts": schema.kinds[column]}
+            | ({"categories": categories[column]} if column in categories else {})
+            for column, dtype in schema.dtypes.items()
+        ],
+        "versions": {
+            package: {"running": installed_version(package), "trained_with": training_meta.get(package)}
+            for package in CHECKED_PACKAGES
+        },
+    } | ({"warnings": list(warnings)} if warnings else {})
+
+
+PLACEHOLDERS = {
+    "number": 0.0,
+    "integer": 0,
+    "boolean": False,
+    "string": "example",
+    "string or number": "example",
+}
+
+
+def example_observation(features, row=None):
+    row = row or {}
+    return {
+        feature["name"]: row[feature["name"]]
+        if feature["name"] in row
+        else (feature.get("categories") or [PLACEHOLDERS.get(feature["accepts"], "example")])[0]
+        for feature in features
+    }

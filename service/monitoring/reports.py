@@ -1,0 +1,266 @@
+"""Live quality: the bodies of GET /stats and /stats/series, and who may ask for them how often.
+
+Contract:
+- `stats_report(database, table, cache, hours, now)`: predictions served and labelled since the
+  start of the hour holding `now - hours` (of the day, for windows over 48 hours; the whole
+  history when hours is None), overall and per model_version; on the labelled ones ROC AUC (with
+  the most it can be off, `roc_auc_max_error`: 0 when reading the doubtful bins passes over
+  EXACT_UP_TO_ROWS labelled rows or fewer (in a window, with the rows before it that share their
+  bins), else at most 1e-4 unless that would take reading over MOST_ROWS_READ rows), log loss,
+  Brier score, the predicted vs observed positive rate, the calibration table and the histogram
+  of probabilities by true class.
+- `series_report(database, cache, every, hours, now)`: the same figures (no tables) per hour or day.
+- `Monitor(database, table, settings)` answers them for the routes: callers that come at once
+  share one computation per worker (coalescing.py), an answer is reused for
+  STATS_MAX_AGE_SECONDS, and past a second's burst of MONITORING_PER_SECOND callers wait their
+  turn, or get a 429 when 12 wait already, so a flood of them can't starve /predict. Each worker
+  keeps up to STATS_CACHE_MB of periods read.
+Both reports read the running totals (tables.py, windows.py), never the predictions themselves,
+in one snapshot, so their figures agree with each other and with the rows at one moment, and
+cost the same on ten rows or ten million. Nothing here writes to the database.
+"""
+
+import math
+from datetime import timedelta
+
+from service import schema
+from service.coalescing import Coalescer, Pacer
+from service.errors import ApiError
+from service.monitoring import exact, windows
+from service.monitoring.histogram import Histogram
+from service.monitoring.tables import COARSE_BINS, EPOCH, hour_start
+from service.timestamps import iso_utc
+
+AUC_MAX_ERROR = 1e-4  # read exact probas for the bins that would leave ROC AUC less sure than this
+MOST_ROWS_READ = 100_000  # ... but never more rows than this per call
+EXACT_UP_TO_ROWS = 10_000  # and when reading the doubtful bins passes over no more, read them all
+CALIBRATION_BINS = 10
+HISTOGRAM_BINS = 20
+
+
+HOURLY_WINDOWS_UP_TO = 48  # hours; a longer window starts at midnight UTC
+
+
+def window_start(hours, now, every_day=False):
+    """The first hour (or day) of a window: the one that holds `now - hours`, so a window of 24
+    hours holds every row of the last 24 hours and at most one hour more. A window of over 48
+    hours starts at the midnight (UTC) before, which makes it cheaper to read (fewer pieces)."""
+    first_hour = max(0, math.floor((now - EPOCH - timedelta(hours=hours)) / timedelta(hours=1)))
+    if every_day:
+        return first_hour // 24
+    return first_hour if hours <= HOURLY_WINDOWS_UP_TO else first_hour // 24 * 24
+
+
+def start_time(period, every_day=False):
+    return iso_utc(hour_start(period * (24 if every_day else 1)))
+
+
+def stats_report(database, table, cache, hours, now):
+    """/stats: served and labelled, and the quality of the labelled, since the start of the hour
+    that holds `now - hours` (the whole history when hours is None), overall and per model_version."""
+    first_hour = None if hours is None else window_start(hours, now)
+    with windows.snapshot(database):
+        # Hours one by one only where a window's edge may cut a day: days add up the rest.
+        tables = windows.day_tables(database, None if first_hour is None else first_hour // 24)
+        if first_hour is None:
+            histograms = windows.whole_history_histograms(database, tables, cache)
+        else:
+            histograms = windows.histograms_since(database, first_hour, tables, cache)
+        totals = {version: by_hour.totals(first_hour) for version, by_hour in tables.items()}
+        every_labelled = sum(by_hour.totals()["labelled"] for by_hour in tables.values())
+        outside = every_labelled - sum(sums["labelled"] for sums in totals.values())  # before the window
+        archived = sum(by_hour.totals()["archived"] for by_hour in tables.values())
+        exact.add_exact_probas(
+            database,
+            table,
+            histograms,
+            first_hour,
+            AUC_MAX_ERROR,
+            MOST_ROWS_READ,
+            EXACT_UP_TO_ROWS,
+            outside,
+            archived > 0,
+        )
+    totals = {version: sums for version, sums in totals.items() if sums["predictions"]}  # all deleted
+    overall = Histogram()
+    for histogram in histograms.values():
+        overall.merge(histogram)
+    return {
+        "window_hours": hours,
+        "since": None if first_hour is None else start_time(first_hour),
+        "as_of": iso_utc(now),
+        "overall": summary(combined(totals.values()), overall),
+        "by_model_version": {
+            version: summary(totals[version], histograms.get(version, Histogram()))
+            for version in sorted(totals)
+        },
+    }
+
+
+def add_sums(into, sums):
+    for name, value in sums.items():
+        into[name] = into.get(name, 0) + value
+    return into
+
+
+def combined(many):
+    total = {}
+    for sums in many:
+        add_sums(total, sums)
+    return total
+
+
+def summary(sums, histogram, with_tables=True):
+    """Counts always; the quality figures once a prediction is labelled."""
+    predictions, labelled = round(sums.get("predictions", 0)), round(sums.get("labelled", 0))
+    found = {"predictions": predictions, "labelled": labelled}
+    if sums.get("archived"):  # counted here, kept in an archive file, no longer in the table
+        found["archived"] = round(sums["archived"])
+    if labelled:
+        auc, max_error = histogram.roc_auc()
+        found |= {
+            "roc_auc": rounded(auc),
+            "roc_auc_max_error": rounded_up(max_error),
+            "log_loss": rounded(sums["sum_log_loss"] / labelled),
+            "brier_score": rounded(sums["sum_squared_error"] / labelled),
+            "predicted_positive_rate": rounded(sums["sum_proba"] / labelled),
+            "observed_positive_rate": rounded(sums["positives"] / labelled),
+        }
+        if with_tables:
+            found |= {"calibration": calibration(histogram), "histogram": distribution(histogram)}
+    return found
+
+
+def calibration(histogram):
+    """The reliability table: per tenth of the proba range, the labelled predictions in it, their
+    mean proba and how many were in fact positive."""
+    table = []
+    for group, (positives, negatives, sum_proba) in enumerate(
+        zip(*histogram.rolled_up(CALIBRATION_BINS), strict=True)
+    ):
+        labelled = int(positives + negatives)
+        table.append(
+            {
+                "from": group / CALIBRATION_BINS,
+                "to": (group + 1) / CALIBRATION_BINS,
+                "labelled": labelled,
+                "mean_proba": rounded(sum_proba / labelled) if labelled else None,
+                "observed_positive_rate": rounded(positives / labelled) if labelled else None,
+            }
+        )
+    return table
+
+
+def distribution(histogram):
+    """How the labelled predictions' probas spread, per twentieth of the range and true class."""
+    positives, negatives, _ = histogram.rolled_up(HISTOGRAM_BINS)
+    return [
+        {
+            "from": group / HISTOGRAM_BINS,
+            "to": (group + 1) / HISTOGRAM_BINS,
+            "positives": int(positives[group]),
+            "negatives": int(negatives[group]),
+        }
+        for group in range(HISTOGRAM_BINS)
+    ]
+
+
+MAX_SERIES_POINTS = 400
+
+
+def series_report(database, cache, every, hours, now):
+    """/stats/series: per model_version, one point per hour or day that had predictions, from the
+    hour or day that holds `now - hours`; its ROC AUC comes from bins of 1/100 (max_error says
+    how far that can be from the exact figure)."""
+    every_day = every == "day"
+    first = window_start(hours, now, every_day)
+    with windows.snapshot(database):
+        if every_day:  # the hours of each day added up in the database
+            tables = windows.day_tables(database, first_hour=first * 24)
+        else:
+            tables = windows.hour_tables(database, first)
+        histograms = windows.series_histograms(database, every_day, tables, cache)
+    totals = {
+        (version, period): sums
+        for version, by_hour in tables.items()
+        for period, sums in by_hour.totals_by_period(24 if every_day else 1).items()
+    }
+    series = {}
+    for version, period in sorted(key for key, sums in totals.items() if sums["predictions"]):
+        histogram = histograms.get((version, period), Histogram(COARSE_BINS))
+        point = summary(totals[version, period], histogram, with_tables=False)
+        mean_proba = (
+            rounded(totals[version, period]["sum_proba_all"] / point["predictions"])
+            if point["predictions"]
+            else None
+        )
+        series.setdefault(version, []).append(
+            {"start": start_time(period, every_day), **point, "mean_proba": mean_proba}
+        )
+    return {
+        "every": every,
+        "window_hours": hours,
+        "since": start_time(first, every_day),
+        "as_of": iso_utc(now),
+        "by_model_version": series,
+    }
+
+
+def rounded_up(bound):
+    """A bound shown with two significant digits, never below its value."""
+    if not bound:
+        return bound
+    exponent = math.floor(math.log10(bound)) - 1
+    return float(f"{math.ceil(round(bound / 10**exponent, 6))}e{exponent}")
+
+
+def rounded(value):
+    return None if value is None else round(float(value), 6)
+
+
+def series_arguments(every, hours):
+    """/stats/series' arguments as sent (strings), checked: (every, hours)."""
+    every = schema.choice_argument("every", every, ("hour", "day"))
+    hours = schema.hours_argument(hours)
+    most = MAX_SERIES_POINTS * (24 if every == "day" else 1)
+    if hours > most:
+        raise ApiError(
+            400,
+            f"'hours' may be at most {most} with every={every} ({MAX_SERIES_POINTS} points); got {hours:g}",
+        )
+    return every, hours
+
+
+class Monitor:
+    """The reports for the routes, computed once for the callers that come together, and paced."""
+
+    def __init__(self, database, table, settings):
+        self.database, self.table = database, table
+        self.per_second = settings.MONITORING_PER_SECOND
+        self.calls = Coalescer(settings.STATS_MAX_AGE_SECONDS)
+        # A second's worth at once, then paced; 12 of gunicorn's 16 threads at most wait their turn.
+        self.pace = Pacer(self.per_second, burst=self.per_second, most_waiting=12)
+        # A period of 10,000 cells is 480 kB: 32 MB holds a busy month's weeks, days and hours.
+        self.cache = windows.PeriodCache(int(settings.STATS_CACHE_MB * 2**20))  # 0: read every cell
+
+    def answers(self, now, *questions):
+        """The answers to questions, each ("stats", hours) or ("series", every, hours), in one turn
+        of the pace, else a 429."""
+        if not self.pace.wait_turn():
+            limit = f"{self.per_second:g} a second per worker, MONITORING_PER_SECOND"
+            raise ApiError(
+                429,
+                f"too many monitoring requests at once ({limit}); retry in a second",
+                {"Retry-After": "1"},
+            )
+        return [self.calls.call(question, lambda q=question: self.report(q, now)) for question in questions]
+
+    def report(self, question, now):
+        if question[0] == "stats":
+            return stats_report(self.database, self.table, self.cache, question[1], now)
+        _, every, hours = question
+        return series_report(self.database, self.cache, every, hours, now)
+
+    def forget(self):
+        """Reuse no answer computed so far (the tests empty the table between them)."""
+        self.calls.forget()

@@ -1,0 +1,176 @@
+"""GET /openapi.json: an OpenAPI 3.1 description of every route, for client developers.
+
+Contract:
+- `document(schema, labels, model_card, max_body_bytes)` returns the document as a dict. The
+  /predict request is generated from the model's artifacts: each feature with the JSON type its
+  training dtype accepts (schema.feature_kind), always nullable (null means missing), strings
+  bounded by MAX_STRING_CHARS, a category column as an enum of its categories, and the
+  categories an encoder learnt in training listed where the model has them (not an enum: an
+  unseen category is scored, with a warning). /update's true_class lists exactly what
+  schema.Labels accepts. Every error answer is the one shape {"error": "..."}.
+- Schemas are JSON Schema 2020-12, which OpenAPI 3.1 uses as is, so a client can validate a
+  request with any JSON Schema library. What JSON can't say (the bare NaN token, accepted as a
+  missing value) is in the descriptions.
+Nothing here knows Flask or the database.
+"""
+
+import json
+
+from service.errors import STATUSES
+from service.routes import ROUTES
+from service.schema import INT64_MAX, INT64_MIN
+
+JSON_TYPES = {
+    "integer": {"type": ["integer", "null"], "minimum": INT64_MIN, "maximum": INT64_MAX},
+    "number": {"type": ["number", "null"]},
+    "boolean": {"type": ["boolean", "null"]},
+    "string": {"type": ["string", "null"]},
+    "string or number": {"type": ["string", "number", "null"]},
+}
+
+
+def document(schema, labels, model_card, max_body_bytes):
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Prediction service",
+            "version": model_card["model_version"],
+            "description": (
+                "A scikit-learn binary classifier behind HTTP: POST /predict scores an observation "
+                "and records it, POST /update records its true class later, GET /stats tells how "
+                f"well the model does on the labelled ones. Bodies are JSON of at most {max_body_bytes} "
+                "bytes; a missing value may be sent as null or as the bare token NaN."
+            ),
+        },
+        "paths": paths(),
+        "components": {"schemas": schemas(schema, labels, model_card)},
+    }
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema_object):
+    return {"application/json": {"schema": schema_object}}
+
+
+def operation(route):
+    """The OpenAPI operation of a route of routes.ROUTES."""
+    answer = ref(route.answer_schema) if route.answer_schema else {"type": "object"}
+    responses = {"200": {"description": route.answer, "content": json_content(answer)}}
+    for status in route.errors:
+        responses[str(status)] = {"description": STATUSES[status], "content": json_content(ref("Error"))}
+    found = {"summary": route.summary, "responses": responses}
+    if route.body is not None:
+        found["requestBody"] = {"required": True, "content": json_content(ref(route.body))}
+    if route.parameters:
+        found["parameters"] = [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": False,
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in route.parameters
+        ]
+    return found
+
+
+def paths():
+    found = {}
+    for route in ROUTES:
+        found.setdefault(route.path, {})[route.method.lower()] = operation(route)
+    return found
+
+
+def feature_schema(kind, categories, learnt, max_string_chars):
+    if kind == "category":
+        return {"enum": [*categories, None]}
+    found = dict(JSON_TYPES[kind])
+    if "string" in found["type"]:
+        found["maxLength"] = max_string_chars
+    if learnt:
+        found["examples"] = learnt
+        found["description"] = (
+            "the categories seen in training are listed in examples; another is scored with a warning"
+        )
+    return found
+
+
+def observation_schema(schema, model_card):
+    learnt = {feature["name"]: feature.get("categories") for feature in model_card["features"]}
+    return {
+        "type": "object",
+        "description": (
+            "The model's features; null (or NaN) is a missing value. At least one feature must be "
+            "present; an absent one is treated as missing and an unknown one is ignored, with a warning."
+        ),
+        "properties": {
+            column: feature_schema(
+                schema.kinds[column],
+                schema.categories.get(column),
+                learnt.get(column),
+                schema.max_string_chars,
+            )
+            for column in schema.columns
+        },
+        "anyOf": [{"required": [column]} for column in schema.columns],
+    }
+
+
+def schemas(schema, labels, model_card):
+    observation_id = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
+    true_class = []
+    for value, _ in labels.accepted:  # the model's labels, then 0/1 and false/true when they apply
+        if not any(type(value) is type(seen) and value == seen for seen in true_class):
+            true_class.append(value)
+    timestamp = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "Observation": observation_schema(schema, model_card),
+        "PredictRequest": {
+            "type": "object",
+            "required": ["id", "observation"],
+            "properties": {"id": observation_id, "observation": ref("Observation")},
+        },
+        "PredictAnswer": {
+            "type": "object",
+            "required": ["proba"],
+            "properties": {
+                "proba": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": f"the probability of the class {json.dumps(labels.positive)}",
+                },
+                "warnings": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "UpdateRequest": {
+            "type": "object",
+            "required": ["id", "true_class"],
+            "properties": {
+                "id": observation_id,
+                "true_class": {"enum": true_class, "description": labels.describe()},
+            },
+        },
+        "StoredPrediction": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "observation_id": observation_id,
+                "observation": {"type": "string", "description": "the features as stored, JSON text"},
+                "proba": {"type": "number"},
+                "true_class": {"enum": [0, 1, None]},
+                "model_version": {"type": "string"},
+                "created_at": timestamp,
+                "updated_at": timestamp,
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string", "description": "what is wrong and what to do"}},
+        },
+    }

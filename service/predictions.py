@@ -1,0 +1,109 @@
+"""Scoring and storing /predict's observations, a batch at a time.
+
+Contract:
+- `Predictor(pipeline, schema, prediction_model, model_version, faults)`:
+  - `probabilities(feature_rows)`: the positive class's probability for each row of validated
+    features (one predict_proba call).
+  - `predict_batch(observations)`: one response body or ApiError per observation, in order. The
+    batch is scored in one predict_proba call; a row the model refuses becomes a 422 naming the
+    features to blame, at the cost of about log2(batch) extra calls, and its neighbours are
+    still scored. The scored rows are stored in one INSERT, which commits by itself: each answer
+    leaves only once its row is committed. A taken id is left alone (ON CONFLICT DO NOTHING) and
+    answered from the row the database kept: the stored proba for a retry of the same
+    observation, a 409 for another one. So retries and races across workers and instances stay
+    correct without catching IntegrityError.
+batching.py hands it the requests that arrive together; app.py builds it from the model's files.
+"""
+
+import logging
+
+from service import metrics, schema
+from service.errors import ApiError
+from service.timestamps import utc_now
+
+log = logging.getLogger("app")
+
+
+class Predictor:
+    def __init__(self, pipeline, request_schema, prediction_model, model_version, faults):
+        self.pipeline = pipeline
+        self.schema = request_schema
+        self.model = prediction_model
+        self.model_version = model_version
+        self.faults = faults  # database.Episodes: told when a write succeeds
+
+    def probabilities(self, feature_rows):
+        return self.pipeline.predict_proba(self.schema.frame(feature_rows))[:, 1].tolist()
+
+    def accepts(self, features):
+        try:
+            self.probabilities([features])
+        except Exception:
+            return False
+        return True
+
+    def score(self, observations):
+        """One proba per observation, or an ApiError for each row the model can't score."""
+        try:
+            return self.probabilities([obs.features for obs in observations])
+        except Exception as exc:
+            if len(observations) == 1:
+                error = schema.unscorable(observations[0].features, exc, self.accepts)
+                log.warning(
+                    "the model could not score observation %s: %s", observations[0].observation_id, error
+                )
+                return [error]
+        # The model refused the batch: score each half on its own, so that one bad row costs its
+        # good neighbours about log2(batch) extra calls instead of one call each.
+        middle = len(observations) // 2
+        return self.score(observations[:middle]) + self.score(observations[middle:])
+
+    def store(self, scored):
+        """Insert the scored observations in one statement; {id: (observation, proba)} as stored."""
+        now = utc_now()
+        rows = [
+            {
+                "observation_id": obs.observation_id,
+                "observation": obs.stored_form,
+                "proba": proba,
+                "model_version": self.model_version,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for obs, proba in scored
+        ]
+        # In id order: two inserts that share ids then wait for each other in the same order, never
+        # in a circle (PostgreSQL aborts one of a circle as a deadlock, which would surface as a 503).
+        rows.sort(key=lambda row: row["observation_id"])
+        inserted = self.model.insert_many(rows).on_conflict_ignore().as_rowcount().execute()
+        self.faults.succeeded()
+        metrics.PREDICTIONS.labels(self.model_version).inc(inserted)
+        if inserted == len(rows):  # the usual case: every id was new, and what we wrote is stored
+            return {row["observation_id"]: (row["observation"], row["proba"]) for row in rows}
+        ids = [row["observation_id"] for row in rows]
+        model = self.model
+        kept = model.select(model.observation_id, model.observation, model.proba)
+        return {row[0]: row[1:] for row in kept.where(model.observation_id.in_(ids)).tuples()}
+
+    def answer(self, obs, stored):
+        """The /predict response for an observation, given (observation, proba) stored under its id."""
+        stored_observation, stored_proba = stored
+        if not self.schema.stored_matches(stored_observation, obs):
+            return ApiError(
+                409,
+                f"id {obs.observation_id} was already used for a different observation; "
+                "use a new id (the stored prediction is unchanged)",
+            )
+        warnings = self.schema.warnings(obs)
+        return {"proba": stored_proba, "warnings": warnings} if warnings else {"proba": stored_proba}
+
+    def predict_batch(self, observations):
+        metrics.BATCH_SIZES.observe(len(observations))
+        results = self.score(observations)
+        pairs = list(zip(observations, results, strict=True))
+        scored = [(obs, proba) for obs, proba in pairs if not isinstance(proba, ApiError)]
+        stored = self.store(scored) if scored else {}
+        return [
+            proba if isinstance(proba, ApiError) else self.answer(obs, stored[obs.observation_id])
+            for obs, proba in pairs
+        ]

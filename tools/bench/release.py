@@ -1,0 +1,194 @@
+"""What upgrading and storing predictions costs, for `make bench` (tools/bench/run.py calls it).
+
+1. The release phase, on PostgreSQL: a database holding the tutorial's own table with --release-rows
+   predictions (half of them labelled), as a student's database from before this service would.
+   A web process started on it as on a platform (DYNO set) before the release: seconds until it
+   answers, and what /ready says. The release command: seconds to upgrade. A web process started
+   after it: seconds from start to its first 200 on POST /predict.
+2. Bytes per prediction, on both backends: --storage-rows predictions as the service stores them
+   (the README's passenger with its age varied, half labelled, over 30 days), made in the database
+   so that the triggers keep the running totals; the database's size minus the size of an empty
+   one made by the service, per row: the table, its indexes and the running totals together.
+
+    python -m tools.bench.release [--release-rows 1000000] [--storage-rows 1000000]
+"""
+
+import argparse
+import json
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from service.migrations import RELEASE_COMMAND
+from tools.servers import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO, LiveServer, PostgresServer, postgres_bindir
+
+OBSERVATION_SQL = (
+    '\'{"Pclass":3,"Sex":"male","Age":\' || (i % 80) || \'.0,"SibSp":1,"Parch":0,'
+    '"Fare":7.25,"Cabin":null,"Embarked":"S"}\''
+)
+
+
+def tutorial_database(postgres, rows):
+    url = postgres.create_database("release")
+    postgres.sql(
+        "CREATE TABLE prediction (id SERIAL PRIMARY KEY, observation_id INTEGER UNIQUE NOT NULL, "
+        "observation TEXT NOT NULL, proba REAL NOT NULL, true_class INTEGER)",
+        database="release",
+    )
+    body = "'{\"id\": ' || i || ', \"observation\": ' || " + OBSERVATION_SQL + " || '}'"
+    postgres.sql(
+        "INSERT INTO prediction (observation_id, observation, proba, true_class) "
+        f"SELECT i, {body}, random(), CASE WHEN i % 2 = 0 THEN (random() < 0.4)::int END "
+        f"FROM generate_series(1, {rows}) AS i",
+        database="release",
+    )
+    return url
+
+
+def run_release(url):
+    started = time.perf_counter()
+    command = [sys.executable, "-m", *shlex.split(RELEASE_COMMAND)]
+    # As a platform's release phase runs it: DYNO is set there too.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": url,
+        "ARTIFACTS_DIR": str(EXAMPLE_DIR),
+        "DYNO": "release.1",
+    }
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    said = [line for line in (result.stderr + result.stdout).splitlines() if "schema" in line]
+    return time.perf_counter() - started, said[-1] if said else ""
+
+
+def seconds_to_first_200(url):
+    started = time.perf_counter()
+    with LiveServer(url, env={"DYNO": "web.1"}) as server:
+        while not server.post("/predict", {"id": 10**9, "observation": EXAMPLE_OBSERVATION}).ok:
+            time.sleep(0.1)
+        return time.perf_counter() - started
+
+
+def release_phase(postgres, rows):
+    url = tutorial_database(postgres, rows)
+    started = time.perf_counter()
+    with LiveServer(url, env={"DYNO": "web.1"}) as server:
+        up = time.perf_counter() - started
+        before = requests.get(f"{server.base}/ready", timeout=30)
+    seconds, said = run_release(url)
+    return {
+        "rows": rows,
+        "web_up_before_release_s": up,
+        "ready_before_release": f"{before.status_code} {before.json().get('error', '')[:80]}...",
+        "release_s": seconds,
+        "release_said": said,
+        "first_200_after_s": seconds_to_first_200(url),
+    }
+
+
+def fill_as_stored(execute, rows, postgres):
+    """`rows` predictions as the service stores them, made in the database."""
+    if postgres:
+        created = "now() at time zone 'utc' - make_interval(mins => (i % 43200)::int)"
+        label = "CASE WHEN i % 2 = 0 THEN (random() < 0.4)::int END"
+        series = f"generate_series(1, {rows}) AS i"
+    else:
+        created = "datetime('now', '-' || (i % 43200) || ' minutes')"
+        label = "CASE WHEN i % 2 = 0 THEN (abs(random()) % 10 < 4) END"
+        count = f"SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}"
+        series = f"(WITH RECURSIVE n(i) AS ({count}) SELECT i FROM n)"
+    now = "now() at time zone 'utc'" if postgres else "datetime('now')"
+    random_proba = "random()" if postgres else "(abs(random()) % 1000000) / 1e6"
+    execute(
+        "INSERT INTO prediction (observation_id, observation, proba, true_class, model_version, "
+        f"created_at, updated_at) SELECT i, {OBSERVATION_SQL}, {random_proba}, {label}, 'eda76fe686f2', "
+        f"{created}, {now} FROM {series}"
+    )
+
+
+def bytes_per_prediction(postgres, scratch, rows):
+    """{backend: bytes per prediction}, the table, its indexes and the running totals together."""
+    found = {}
+    path = Path(scratch) / "storage.db"
+    with LiveServer(f"sqlite:///{path}", workers=1):  # the service makes its tables
+        pass
+    empty = sqlite_size(path)
+    with sqlite3.connect(path) as conn:
+        fill_as_stored(conn.execute, rows, postgres=False)
+    found["sqlite"] = (sqlite_size(path) - empty) / rows
+    url = postgres.create_database("storage")
+    with LiveServer(url, workers=1):
+        pass
+    empty = database_size(postgres)
+    fill_as_stored(lambda sql: postgres.sql(sql, database="storage"), rows, postgres=True)
+    postgres.sql("VACUUM ANALYZE", database="storage")
+    found["postgresql"] = (database_size(postgres) - empty) / rows
+    return found
+
+
+def sqlite_size(path):
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size
+
+
+def database_size(postgres):
+    [(size,)] = postgres.sql("SELECT pg_database_size('storage')", database="storage")
+    return size
+
+
+def add_arguments(parser):
+    parser.add_argument("--release-rows", type=int, default=1_000_000, help="rows of the tutorial's table")
+    parser.add_argument("--storage-rows", type=int, default=1_000_000, help="rows stored to measure bytes")
+
+
+def measure(postgres, scratch, args):
+    return release_phase(postgres, args.release_rows), bytes_per_prediction(
+        postgres, scratch, args.storage_rows
+    )
+
+
+def print_tables(release, storage):
+    print(f"\nThe release phase on PostgreSQL, the tutorial's table of {release['rows']:,} rows:")
+    before = release["web_up_before_release_s"]
+    print(f"- a web process started before the release answered after {before:.1f} s;")
+    print(f"  /ready: {release['ready_before_release']}")
+    print(f"- the release command took {release['release_s']:.1f} s: {release['release_said']}")
+    print(f"- a web process started after it: {release['first_200_after_s']:.1f} s to its first 200")
+    print("\n| backend | bytes per prediction (table, indexes, running totals) | predictions in 1 GB |")
+    print("|---|---:|---:|")
+    for backend, size in storage.items():
+        print(f"| {backend} | {size:,.0f} | {1e9 / size:,.0f} |")
+
+
+def targets(release):
+    return {
+        "PostgreSQL: a web process started after the release answers its first 200 within 10 s": (
+            release["first_200_after_s"] < 10
+        )
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args()
+    postgres = PostgresServer(postgres_bindir(), fsync=True)
+    scratch = tempfile.mkdtemp(prefix="bench-")
+    try:
+        release, storage = measure(postgres, scratch, args)
+    finally:
+        postgres.destroy()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print_tables(release, storage)
+    print(json.dumps(targets(release)))
+
+
+if __name__ == "__main__":
+    main()
