@@ -110,9 +110,6 @@ STEPS = {
     5: ("archived predictions, kept in the running totals; triggers any deleting role can fire", archives),
 }
 PASSES_OVER_ROWS = {3}  # the steps whose time grows with the table
-# What a web process may upgrade itself while it starts: a step's pass over this many rows takes a
-# few seconds, well within the minute platforms give a process to bind its port.
-QUICK_UPGRADE_ROWS = 100_000
 RELEASE_COMMAND = "flask --app app upgrade-database"
 
 # Each shipped schema, recognised by its columns when no version was recorded.
@@ -276,10 +273,10 @@ class SchemaState:
         return self.message is None
 
 
-def prepare(database, prediction_model, may_take_long):
+def prepare(database, prediction_model, most_rows=None):
     """The schema as a web process starts: a SchemaState. Tables are created, and an upgrade is
-    applied, only when that is quick (no pass over more than QUICK_UPGRADE_ROWS rows) or when
-    `may_take_long` (no platform waiting for the port, as on a laptop). Otherwise, or while another
+    applied, only when no step passes over more than `most_rows` rows (None: any number, as on a
+    laptop, where no platform waits for the port). Otherwise, or while another
     process holds the upgrade's lock, the state says to run the release command and the service
     answers 503 meanwhile. A database fault is a RuntimeError saying what failed."""
     table = prediction_model._meta.table_name
@@ -292,9 +289,13 @@ def prepare(database, prediction_model, may_take_long):
             SchemaVersion.bind(database)
             with database.atomic():
                 # Waiting for the lock is quick only when creating the tables, or on a laptop.
-                if not take_turns(database, wait=may_take_long or found is None):
+                if not take_turns(database, wait=most_rows is None or found is None):
                     return SchemaState(behind(found, "another process (the release) is upgrading it"))
-                if found is not None and not may_take_long and long_for_start_up(database, table, found):
+                if (
+                    found is not None
+                    and most_rows is not None
+                    and passes_over(database, table, found, most_rows)
+                ):
                     return SchemaState(behind(found, "its upgrade passes over every row, too long to run"))
                 done = upgrade_locked(database, prediction_model)
     except databases.DATABASE_ERRORS as exc:
@@ -318,14 +319,14 @@ def behind(found, why):
     return message
 
 
-def long_for_start_up(database, table, found):
+def passes_over(database, table, found, most_rows):
     """Whether a pending step, or rebuilding missing totals, passes over more than
-    QUICK_UPGRADE_ROWS rows (counted no further)."""
+    `most_rows` rows (counted no further)."""
     pending = set(range(found + 1, CURRENT_VERSION + 1))
     if not PASSES_OVER_ROWS & pending and (pending or totals.installed(database, table)):
         return False
-    query = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {QUICK_UPGRADE_ROWS + 1}) AS counted"
-    return database.execute_sql(query).fetchone()[0] > QUICK_UPGRADE_ROWS
+    query = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {int(most_rows) + 1}) AS counted"
+    return database.execute_sql(query).fetchone()[0] > most_rows
 
 
 def peek_version(database, table="prediction"):

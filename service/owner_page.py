@@ -49,7 +49,9 @@ def storage_shown(usage):
     shown = {
         "size": f"{usage['database_bytes'] / 1e6:,.1f} MB",
         "predictions": f"{usage['predictions']:,}",
-        "per_prediction": f"{usage['bytes_per_prediction']:,} bytes" if usage["bytes_per_prediction"] else "—",
+        "per_prediction": f"{usage['bytes_per_prediction']:,} bytes"
+        if usage["bytes_per_prediction"]
+        else "—",
         "added_last_week": f"{usage['added_last_week']:,}",
         "warning": usage.get("warning"),
     }

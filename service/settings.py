@@ -37,6 +37,7 @@ DEFAULTS = {
     "MAX_BODY_BYTES": (1_000_000, int),
     "MAX_BATCH_SIZE": (64, int),
     "DB_TIMEOUT_SECONDS": (5, int),
+    "UPGRADE_AT_START_ROWS": (100_000, int),
     "DB_MAX_CONNECTIONS": (6, int),
     "DATABASE_PLAN_GB": (None, float),
     "DATABASE_WARN_SHARE": (0.8, float),

@@ -119,8 +119,11 @@ def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_serve
     assert stats["overall"]["roc_auc"] == pytest.approx(auc, abs=1e-6)
     print(f"live ROC AUC of the {len(held_back)} held-back passengers: {stats['overall']['roc_auc']}")
 
-    outputs = "\n".join(replay_example.text_outputs(replay_example.run_step_3(database_url)))
+    notebook = replay_example.run_step_3(database_url)
+    outputs = "\n".join(replay_example.text_outputs(notebook))
 
+    if database_url.startswith("sqlite"):  # as tools/replay_example.py makes the committed outputs
+        assert replay_example.differences(notebook) == [], "run: python -m tools.replay_example --write"
     assert f"{len(held_back)} predictions, {len(held_back)} with a true outcome" in outputs
     assert f"ROC AUC on {len(held_back)} labelled predictions: {auc:.4f}" in outputs
     drift = dict(re.findall(r"^(\w+)\s+(\d+\.\d+)$", outputs, flags=re.M))
@@ -128,11 +131,8 @@ def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_serve
     assert all(float(psi) < 0.25 for psi in drift.values()), drift  # the same population: no real drift
 
 
-def test_step_3_is_committed_with_the_outputs_the_replay_gives():
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.replay_example"], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_step_3_is_committed_with_its_charts():
+    """Its text is checked against a fresh replay above (the sqlite case); its charts are here."""
     images = [
         output
         for cell in nbformat.read(REPO / STEP_3, as_version=4).cells

@@ -93,14 +93,20 @@ def main():
         nbformat.write(notebook, STEP_3)
         print(f"wrote {STEP_3.name}")
         return 0
-    committed = "\n".join(text_outputs(nbformat.read(STEP_3, as_version=4))).splitlines()
-    fresh = "\n".join(text_outputs(notebook)).splitlines()
-    if committed != fresh:
+    stale = differences(notebook)
+    if stale:
         print("Step 3's committed outputs are stale; run: python -m tools.replay_example --write")
-        print("\n".join(difflib.unified_diff(committed, fresh, "committed", "replayed", lineterm="")))
+        print("\n".join(stale))
         return 1
     print("Step 3's committed outputs are current")
     return 0
+
+
+def differences(notebook):
+    """How the text the notebook printed differs from the committed Step 3's (none: current)."""
+    committed = "\n".join(text_outputs(nbformat.read(STEP_3, as_version=4))).splitlines()
+    fresh = "\n".join(text_outputs(notebook)).splitlines()
+    return list(difflib.unified_diff(committed, fresh, "committed", "replayed", lineterm=""))
 
 
 if __name__ == "__main__":
