@@ -284,6 +284,14 @@ class LiveServer:
     def output(self):
         return Path(self.log.name).read_text(errors="replace")
 
+    def wait_for_log(self, line, times, timeout=60):
+        """Whether `line` has appeared `times` times in the log before `timeout` seconds pass
+        (a reload on a busy machine takes as long as its workers take to import the model)."""
+        deadline = time.monotonic() + timeout
+        while self.output().count(line) < times and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.output().count(line) >= times
+
     def post(self, path, body, **kwargs):
         import requests
 
