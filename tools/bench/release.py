@@ -6,9 +6,13 @@
    answers, and what /ready says. The release command: seconds to upgrade. A web process started
    after it: seconds from start to its first 200 on POST /predict.
 2. Bytes per prediction, on both backends: --storage-rows predictions as the service stores them
-   (the README's passenger with its age varied, half labelled, over 30 days), made in the database
-   so that the triggers keep the running totals; the database's size minus the size of an empty
-   one made by the service, per row: the table, its indexes and the running totals together.
+   (the README's passenger with its age varied, half labelled, over 30 days, with its feature
+   bins), made in the database so that the triggers keep the running totals; the database's size
+   minus the size of an empty one made by the service, per row: the table, its indexes and the
+   running totals together.
+3. Archiving, on PostgreSQL: the archive command run on that database's predictions (all of them,
+   made before tomorrow): seconds, the CSV file's size, and the bytes the predictions table and its
+   indexes give back (after VACUUM FULL) against those archived_prediction takes.
 
     python -m tools.bench.release [--release-rows 1000000] [--storage-rows 1000000]
 """
@@ -22,11 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
 
 from service.migrations import RELEASE_COMMAND
+from service.monitoring import profile
 from tools.servers import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO, LiveServer, PostgresServer, postgres_bindir
 
 OBSERVATION_SQL = (
@@ -92,6 +98,12 @@ def release_phase(postgres, rows):
     }
 
 
+def feature_bins():
+    """The example passenger's bin codes, as /predict stores them (every row the same length)."""
+    document = json.loads((EXAMPLE_DIR / profile.FILE_NAME).read_text())
+    return profile.Profile(document).codes([EXAMPLE_OBSERVATION])[0]
+
+
 def fill_as_stored(execute, rows, postgres):
     """`rows` predictions as the service stores them, made in the database."""
     if postgres:
@@ -107,8 +119,8 @@ def fill_as_stored(execute, rows, postgres):
     random_proba = "random()" if postgres else "(abs(random()) % 1000000) / 1e6"
     execute(
         "INSERT INTO prediction (observation_id, observation, proba, true_class, model_version, "
-        f"created_at, updated_at) SELECT i, {OBSERVATION_SQL}, {random_proba}, {label}, 'eda76fe686f2', "
-        f"{created}, {now} FROM {series}"
+        f"created_at, updated_at, feature_bins) SELECT i, {OBSERVATION_SQL}, {random_proba}, {label}, "
+        f"'eda76fe686f2', {created}, {now}, '{feature_bins()}' FROM {series}"
     )
 
 
@@ -132,6 +144,31 @@ def bytes_per_prediction(postgres, scratch, rows):
     return found
 
 
+def archive_cost(postgres, scratch):
+    """Archiving every prediction of the storage database, as a user would, by the command."""
+    size = "SELECT pg_total_relation_size('prediction'), pg_total_relation_size('archived_prediction')"
+    [(table_before, archived_before)] = postgres.sql(size, database="storage")
+    [(rows,)] = postgres.sql("SELECT COUNT(*) FROM prediction", database="storage")
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    path = Path(scratch) / "archive.csv"
+    command = [sys.executable, "-m", "flask", "--app", "app", "archive-predictions"]
+    url = postgres.url("storage")
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "ARTIFACTS_DIR": str(EXAMPLE_DIR)}
+    started = time.perf_counter()
+    subprocess.run([*command, "--before", tomorrow, "--to", str(path)], cwd=REPO, env=env, check=True)
+    seconds = time.perf_counter() - started
+    postgres.sql("VACUUM FULL prediction", database="storage")
+    [(table_after, archived_after)] = postgres.sql(size, database="storage")
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "file_bytes": path.stat().st_size,
+        "table_bytes_before": table_before,
+        "table_bytes_after": table_after,
+        "archived_bytes_added": archived_after - archived_before,
+    }
+
+
 def sqlite_size(path):
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -149,12 +186,13 @@ def add_arguments(parser):
 
 
 def measure(postgres, scratch, args):
-    return release_phase(postgres, args.release_rows), bytes_per_prediction(
-        postgres, scratch, args.storage_rows
-    )
+    """(the release phase, bytes per prediction by backend, the archive's cost)"""
+    release = release_phase(postgres, args.release_rows)
+    storage = bytes_per_prediction(postgres, scratch, args.storage_rows)
+    return release, storage, archive_cost(postgres, scratch)
 
 
-def print_tables(release, storage):
+def print_tables(release, storage, archived):
     print(f"\nThe release phase on PostgreSQL, the tutorial's table of {release['rows']:,} rows:")
     before = release["web_up_before_release_s"]
     print(f"- a web process started before the release answered after {before:.1f} s;")
@@ -165,6 +203,13 @@ def print_tables(release, storage):
     print("|---|---:|---:|")
     for backend, size in storage.items():
         print(f"| {backend} | {size:,.0f} | {1e9 / size:,.0f} |")
+    mb = 1e6
+    print(f"\nArchiving {archived['rows']:,} predictions on PostgreSQL: {archived['seconds']:.1f} s;")
+    print(f"- the CSV file: {archived['file_bytes'] / mb:,.1f} MB;")
+    before, after = archived["table_bytes_before"] / mb, archived["table_bytes_after"] / mb
+    print(f"- the predictions table and its indexes: {before:,.1f} MB before, {after:,.1f} MB after")
+    print("  VACUUM FULL;")
+    print(f"- archived_prediction grew by {archived['archived_bytes_added'] / mb:,.1f} MB.")
 
 
 def targets(release):
@@ -182,11 +227,11 @@ def main():
     postgres = PostgresServer(postgres_bindir(), fsync=True)
     scratch = tempfile.mkdtemp(prefix="bench-")
     try:
-        release, storage = measure(postgres, scratch, args)
+        release, storage, archived = measure(postgres, scratch, args)
     finally:
         postgres.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
-    print_tables(release, storage)
+    print_tables(release, storage, archived)
     print(json.dumps(targets(release)))
 
 

@@ -230,7 +230,7 @@ def main():
             )
             first_200[backend] = seconds_to_first_200(url, args.workers, args.starts)
         timings, floods = monitoring_cost.measure(postgres, scratch, args)
-        upgraded, storage = release.measure(postgres, scratch, args)
+        upgraded, storage, archived = release.measure(postgres, scratch, args)
     finally:
         postgres.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -239,7 +239,7 @@ def main():
         median = f"median of {args.starts} starts"
         print(f"{backend}: {seconds:.2f} s from starting gunicorn to the first 200 ({median})")
     monitoring_cost.print_tables(timings, floods)
-    release.print_tables(upgraded, storage)
+    release.print_tables(upgraded, storage, archived)
     missed = check_targets(rows, memory, monitoring_cost.targets(timings, floods) | release.targets(upgraded))
     sys.exit(1 if missed else 0)
 
