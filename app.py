@@ -8,6 +8,7 @@ service/routes.py, the error statuses in service/errors.py, and every other conc
 of the `service` package, handed what it needs from here. gunicorn serves `app:app`.
 """
 
+import contextlib
 import logging
 import os
 import time
@@ -39,7 +40,7 @@ from service import (
 )
 from service.batching import MicroBatcher
 from service.errors import ApiError
-from service.monitoring.reports import Monitor, series_arguments
+from service.monitoring import drift, profile, reports
 from service.predictions import Predictor
 from service.timestamps import utc_now
 
@@ -71,6 +72,7 @@ class Prediction(Model):
     # NULL only on rows from the tutorial's table, which recorded neither (see migrations.py).
     created_at = DateTimeField(default=utc_now, index=True, null=True)
     updated_at = DateTimeField(default=utc_now, null=True)
+    feature_bins = TextField(null=True)  # each feature's bin in the training profile, for /drift
 
     class Meta:
         database = DB
@@ -95,15 +97,19 @@ MODEL_META = artifacts.training_versions(SETTINGS.ARTIFACTS_DIR, PIPELINE_SHA256
 artifacts.check_columns_against_pipeline(COLUMNS, PIPELINE)
 SCHEMA = schema.RequestSchema(COLUMNS, DTYPES, SETTINGS.MAX_STRING_CHARS)  # what /predict accepts
 LABELS = schema.Labels(PIPELINE.classes_)  # negative first; predict_proba's second column is positive
-MODEL_CARD = model_card.model_card(PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META, WARNINGS)
+# The training data's profile, the reference for /drift; a model without one serves all the same.
+PROFILES = drift.Profiles(DB, MODEL_VERSION, *profile.read(SETTINGS.ARTIFACTS_DIR, PIPELINE_SHA256))
+MODEL_CARD = model_card.model_card(
+    PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META, WARNINGS, PROFILES.from_file, PROFILES.why_none
+)
 OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, SETTINGS.MAX_BODY_BYTES)
 
 # Requests that arrive together share one predict_proba call and one INSERT (a batch may be one).
-PREDICTOR = Predictor(PIPELINE, SCHEMA, Prediction, MODEL_VERSION, DB_FAULTS)
+PREDICTOR = Predictor(PIPELINE, SCHEMA, Prediction, MODEL_VERSION, DB_FAULTS, PROFILES.codes)
 BATCHER = MicroBatcher(PREDICTOR.predict_batch, SETTINGS.MAX_BATCH_SIZE)
 # /stats and the page read running totals kept by the database, and callers that come at once
 # share one computation per worker, so a flood of them can't starve /predict.
-MONITOR = Monitor(DB, Prediction._meta.table_name, SETTINGS)
+MONITOR = reports.Monitor(DB, Prediction._meta.table_name, SETTINGS)
 
 
 # Web routes: the table of them is service/routes.py.
@@ -195,8 +201,16 @@ def stats():
 
 @app.get("/stats/series")
 def stats_series():
-    every, hours = series_arguments(request.args.get("every", "day"), request.args.get("hours", "720"))
+    every, hours = reports.series_arguments(
+        request.args.get("every", "day"), request.args.get("hours", "720")
+    )
     return jsonify(MONITOR.answers(utc_now(), ("series", every, hours))[0])
+
+
+@app.get("/drift")
+def drift():
+    hours = schema.hours_argument(request.args.get("hours"))
+    return jsonify(MONITOR.answers(utc_now(), ("drift", hours))[0])
 
 
 @app.get("/openapi.json")
@@ -210,11 +224,11 @@ def index():
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
         index = {route.key: route.summary for route in routes.ROUTES}
         return jsonify({"model_version": MODEL_VERSION, "routes": index, "openapi": "/openapi.json"})
-    stats_now, by_hour, by_day = MONITOR.answers(
-        utc_now(), ("stats", None), ("series", "hour", 48.0), ("series", "day", 2160.0)
-    )
+    questions = ("stats", None), ("series", "hour", 48.0), ("series", "day", 2160.0), ("drift", None)
+    stats_now, by_hour, by_day, drift_now = MONITOR.answers(utc_now(), *questions)
     filling = storage.usage(DB, SETTINGS.DATABASE_PLAN_GB, SETTINGS.DATABASE_WARN_SHARE, utc_now())
-    page = owner_page.context(MODEL_CARD, readiness(), stats_now, by_hour, by_day, filling, request.host_url)
+    reports_now = (stats_now, by_hour, by_day, drift_now, filling)
+    page = owner_page.context(MODEL_CARD, readiness(), *reports_now, request.host_url)
     return render_template("index.html", **page)
 
 
@@ -245,6 +259,9 @@ def prometheus_metrics():
     try:
         metrics.READY.set(readiness() is None)
         metrics.storage(storage.usage(DB, SETTINGS.DATABASE_PLAN_GB, SETTINGS.DATABASE_WARN_SHARE, utc_now()))
+        with contextlib.suppress(ApiError):  # paced out (a 429): the drift gauges keep their values
+            drift_now = MONITOR.answers(utc_now(), ("drift", metrics.DRIFT_HOURS))[0]
+            metrics.drift(drift_now["by_model_version"].get(MODEL_VERSION))
     except database.DATABASE_ERRORS as exc:
         metrics.READY.set(0)
         metrics.DATABASE_ERRORS.labels(database.fault(exc).kind).inc()

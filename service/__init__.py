@@ -20,7 +20,7 @@ it needs from app.py rather than importing it:
     metrics         /metrics, added up over the workers
     openapi         /openapi.json, from the route table and the model's files
     owner_page      what the page at GET / shows (templates/, static/)
-    monitoring/     the running totals and the reports read from them
+    monitoring/     the running totals, the training profile, and the reports read from them
     timestamps      time as the table keeps it
 
 The docs/ folder explains how they work together.

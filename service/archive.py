@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from service.monitoring.tables import SQLITE, dialect_of
+from service.monitoring.periods import SQLITE, dialect_of
 
 COLUMNS = (
     "id",
@@ -39,8 +39,9 @@ COLUMNS = (
     "model_version",
     "created_at",
     "updated_at",
+    "feature_bins",
 )
-MOVED_COLUMNS = "observation_id, archive_id, model_version, created_at, proba, true_class"
+MOVED_COLUMNS = "observation_id, archive_id, model_version, created_at, proba, true_class, feature_bins"
 
 
 def postgresql_functions(table):
@@ -59,7 +60,8 @@ def postgresql_functions(table):
             DECLARE moved BIGINT;
             BEGIN
               INSERT INTO archived_prediction ({MOVED_COLUMNS})
-              SELECT p.observation_id, archive, p.model_version, p.created_at, p.proba, p.true_class
+              SELECT p.observation_id, archive, p.model_version, p.created_at, p.proba, p.true_class,
+                     p.feature_bins
               FROM {table} AS p JOIN unnest(ids, updated) AS f(id, updated_at)
                 ON p.observation_id = f.id AND p.updated_at = f.updated_at
               ON CONFLICT (observation_id) DO NOTHING;
@@ -111,7 +113,7 @@ def write(database, table, before, partial, batch_rows):
         writer.writerow(COLUMNS)
         while rows := database.execute_sql(query, (before, last_id)).fetchall():
             for row in rows:
-                writer.writerow([*row[:6], timestamp_text(row[6]), timestamp_text(row[7])])
+                writer.writerow([*row[:6], timestamp_text(row[6]), timestamp_text(row[7]), row[8]])
                 ids.append(row[1])
             last_id = rows[-1][0]
     return ids
@@ -153,7 +155,8 @@ def move(database, table, archive_id, ids, updated):
         database.execute_sql(
             f"""WITH f(id, updated_at) AS (VALUES {pairs})
                 INSERT INTO archived_prediction ({MOVED_COLUMNS})
-                SELECT p.observation_id, ?, p.model_version, p.created_at, p.proba, p.true_class
+                SELECT p.observation_id, ?, p.model_version, p.created_at, p.proba, p.true_class,
+                       p.feature_bins
                 FROM {table} AS p JOIN f ON p.observation_id = f.id AND p.updated_at = f.updated_at WHERE true
                 ON CONFLICT (observation_id) DO NOTHING""",
             (*values, archive_id),

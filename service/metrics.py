@@ -5,8 +5,10 @@ Contract:
   (route; a histogram), `predict_batch_size` (a histogram of rows per predict_proba call),
   `predictions_total` (model_version; new rows stored), `database_errors_total` (kind:
   unavailable, refused or error, as database.fault() tells them), `service_ready` (1 or 0, as
-  the last /ready or scrape found it), `database_connections_allowed` (the instance's bound) and
-  `database_connections_open` (added up over the workers). A route is the URL rule that
+  the last /ready or scrape found it), `database_connections_allowed` (the instance's bound),
+  `database_connections_open` (added up over the workers), the database's filling (`storage()`),
+  and for the running model version's last 24 hours `model_feature_psi` (feature) and
+  `model_expected_roc_auc` (`drift()`, from GET /drift's figures). A route is the URL rule that
   matched ("unmatched" for a 404), so a client can't make a label per URL.
 - Across gunicorn's worker processes: when PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py
   sets it, to a fresh directory, before app.py is imported), every process writes its values
@@ -73,6 +75,19 @@ STORAGE = {
         multiprocess_mode="mostrecent",
     ),
 }
+# The running model version's last DRIFT_HOURS, as GET /drift?hours=24 answers (a scrape refreshes them).
+DRIFT_HOURS = 24.0
+FEATURE_PSI = Gauge(
+    "model_feature_psi",
+    "Population stability index of each feature of the last 24 hours against training",
+    ["feature"],
+    multiprocess_mode="mostrecent",
+)
+EXPECTED_ROC_AUC = Gauge(
+    "model_expected_roc_auc",
+    "ROC AUC to expect over the last 24 hours if the probabilities are calibrated",
+    multiprocess_mode="mostrecent",
+)
 _open_now = [None]  # this process's last value, so that a request writes the gauge only on a change
 # The text format every Prometheus server reads (the client's newer 1.0.0 label is for Prometheus 3).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -94,6 +109,16 @@ def storage(usage):
     for name, gauge in STORAGE.items():
         if usage.get(name) is not None:
             gauge.set(usage[name])
+
+
+def drift(version_report):
+    """The gauges from /drift's figures for the running version (None: no prediction in the window)."""
+    if not version_report:
+        return
+    if version_report.get("expected_roc_auc") is not None:
+        EXPECTED_ROC_AUC.set(version_report["expected_roc_auc"])
+    for feature in version_report.get("features", []):
+        FEATURE_PSI.labels(feature["name"]).set(feature["psi"])
 
 
 def exposition():

@@ -10,12 +10,15 @@ Contract:
     first release (version 1);
   - applies each later step with peewee's `playhouse.migrate`, recording each version;
   - checks that every column the service uses is there with a usable type.
-  Version 3 adds the running totals (monitoring/tables.py) (tables and triggers) and fills them from the
-  rows already there: one pass over the table, inside the same transaction. Version 4 adds
-  the counts of changes that let /stats cache periods' cells (no pass over the rows).
+  Version 3 adds the running totals (monitoring/tables.py) and fills them from the rows
+  already there: one pass over the table, inside the same transaction. Version 4 adds the
+  counts of changes that let /stats cache periods' cells, version 5 the archive's tables (no
+  pass over the rows). Version 6 adds each row's feature bins and the population's counts
+  (monitoring/population.py), a pass again. The triggers, as this code writes them, are
+  created once the steps are done.
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
-- `prepare(database, prediction_model)` is upgrade() as app.py runs it at start-up.
+- `prepare(database, prediction_model, most_rows)` is upgrade() as app.py runs it at start-up.
 - Rows are never deleted or rewritten. Rows from the tutorial's table get model_version
   "unrecorded" and no timestamps (NULL: nobody knows when they were made).
 """
@@ -39,11 +42,12 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from service import archive
 from service import database as databases
+from service.monitoring import population as populations
 from service.monitoring import tables as totals
 
 log = logging.getLogger("migrations")
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
 
 
@@ -102,14 +106,22 @@ def change_counts(database, migrator, table):
     totals.add_change_counts(database, table)
 
 
+def population(database, migrator, table):
+    """Version 5 -> 6: each prediction's feature bins, and the counts /drift and the expected
+    quality read, filled from the rows there (those of a prediction's proba only)."""
+    if not populations.installed(database, table):
+        populations.install(database, table)
+
+
 STEPS = {
     1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
     2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
     3: ("running totals for /stats (stats_hour, stats_bin), kept by triggers", running_totals),
     4: ("counts of labelled changes per hour, for /stats' cache of periods", change_counts),
     5: ("archived predictions, kept in the running totals; triggers any deleting role can fire", archives),
+    6: ("feature bins and the population's counts, for /drift and the expected quality", population),
 }
-PASSES_OVER_ROWS = {3}  # the steps whose time grows with the table
+PASSES_OVER_ROWS = {3, 6}  # the steps whose time grows with the table
 RELEASE_COMMAND = "flask --app app upgrade-database"
 
 # Each shipped schema, recognised by its columns when no version was recorded.
@@ -145,6 +157,9 @@ def upgrade_locked(database, prediction_model):
         description, step = STEPS[version]
         run_step(database, migrator, table, version, step)
         record(version, description)
+    if found < CURRENT_VERSION:  # each step made what the triggers and functions of this code use
+        totals.recreate_triggers(database, table)
+        archive.install(database, table)
     check_usable(database, prediction_model)
     if not totals.installed(database, table):  # dropped by hand since: rebuilt from the rows
         totals.install(database, table)
@@ -232,6 +247,7 @@ FIELD_TYPES = {
     "model_version": "text",
     "created_at": "timestamp",
     "updated_at": "timestamp",
+    "feature_bins": "text",
 }
 
 

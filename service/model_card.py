@@ -1,15 +1,17 @@
 """GET /model's body: what is running, described from the model's own files.
 
 Contract:
-- `model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warnings)`: the features, their
-  training dtypes, the JSON type each accepts and the categories seen in training; the classes,
-  the positive one (whose probability /predict answers) and what /update takes for each; the
-  model's hash and version; the library versions running and those that trained it.
+- `model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warnings, profile,
+  no_profile)`: the features, their training dtypes, the JSON type each accepts, the categories
+  seen in training and, from the training profile, a typical value; the classes, the positive
+  one (whose probability /predict answers) and what /update takes for each; the model's hash
+  and version; the library versions running and those that trained it; the training profile's
+  rows and test ROC AUC, or why there is none (`no_profile`).
 - `categories_seen(estimator)`: {column: categories} learnt by every fitted encoder in a pipeline.
 - `example_observation(features, row=None)`: the one rule for a valid example observation, from
-  the card's features: the row's value where it has one, else the first category seen in
-  training, else a plain value of the feature's JSON type. The owner's page, the model check and
-  the tests all build their examples with it.
+  the card's features: the row's value where it has one, else the feature's typical value in
+  training, else the first category seen in training, else a plain value of its JSON type. The
+  owner's page, /openapi.json, the model check and the tests all build their examples with it.
 """
 
 from importlib.metadata import version as installed_version
@@ -37,9 +39,12 @@ def categories_seen(estimator, columns=None):
     return found
 
 
-def model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warnings=()):
+def model_card(
+    pipeline, schema, labels, pipeline_sha256, training_meta, warnings=(), profile=None, no_profile=None
+):
     # A category column takes exactly its dtype's categories; an encoder's are what it learnt.
     categories = categories_seen(pipeline) | schema.categories
+    typical = profile.typical_observation() if profile else {}
     return {
         "model_version": pipeline_sha256[:12],
         "pipeline_sha256": pipeline_sha256,
@@ -49,8 +54,10 @@ def model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warning
         "features": [
             {"name": column, "dtype": str(dtype), "accepts": schema.kinds[column]}
             | ({"categories": categories[column]} if column in categories else {})
+            | ({"typical": typical[column]} if column in typical else {})
             for column, dtype in schema.dtypes.items()
         ],
+        "training_profile": training_profile(profile, no_profile),
         "versions": {
             package: {"running": installed_version(package), "trained_with": training_meta.get(package)}
             for package in CHECKED_PACKAGES
@@ -67,11 +74,28 @@ PLACEHOLDERS = {
 }
 
 
+def training_profile(profile, no_profile):
+    """What the reference for /drift rests on, or what to do to have one."""
+    if profile is None:
+        return {"missing": no_profile}
+    document = profile.document
+    test = document["test"]
+    return {
+        "training_rows": document["training_rows"],
+        "test_rows": test["rows"],
+        "test_roc_auc": test["roc_auc"],
+    }
+
+
 def example_observation(features, row=None):
     row = row or {}
     return {
-        feature["name"]: row[feature["name"]]
-        if feature["name"] in row
-        else (feature.get("categories") or [PLACEHOLDERS.get(feature["accepts"], "example")])[0]
+        feature["name"]: row[feature["name"]] if feature["name"] in row else example_value(feature)
         for feature in features
     }
+
+
+def example_value(feature):
+    if "typical" in feature:
+        return feature["typical"]
+    return (feature.get("categories") or [PLACEHOLDERS.get(feature["accepts"], "example")])[0]

@@ -17,6 +17,7 @@ Nothing here knows Flask or the database.
 import json
 
 from service.errors import STATUSES
+from service.model_card import example_observation
 from service.routes import ROUTES
 from service.schema import INT64_MAX, INT64_MIN
 
@@ -117,6 +118,7 @@ def observation_schema(schema, model_card):
             for column in schema.columns
         },
         "anyOf": [{"required": [column]} for column in schema.columns],
+        "examples": [example_observation(model_card["features"])],  # typical values in training
     }
 
 
@@ -168,9 +170,64 @@ def schemas(schema, labels, model_card):
                 "updated_at": timestamp,
             },
         },
+        "DriftReport": drift_report_schema(),
         "Error": {
             "type": "object",
             "required": ["error"],
             "properties": {"error": {"type": "string", "description": "what is wrong and what to do"}},
+        },
+    }
+
+
+def drift_report_schema():
+    """GET /drift's answer (monitoring/drift.py)."""
+    share = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+    feature = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "psi": {"type": "number", "description": "population stability index against training"},
+            "psi_by_chance": {"type": "number", "description": "what chance alone gives at this many rows"},
+            "drifted": {"type": "boolean"},
+            "missing": share,
+            "training_missing": share,
+            "unseen": {**share, "description": "the share of values training never saw (null: unknown)"},
+            "moved_most": {"type": "array", "items": {"type": "string"}},
+            "bins": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"bin": {"type": "string"}, "training": share, "now": share},
+                },
+            },
+        },
+    }
+    version = {
+        "type": "object",
+        "required": ["predictions", "rows"],
+        "properties": {
+            "predictions": {"type": "integer"},
+            "rows": {
+                "type": "integer",
+                "description": "the predictions with feature bins, that drift rests on",
+            },
+            "too_few_rows": {"type": "boolean"},
+            "training_rows": {"type": "integer"},
+            "expected_roc_auc": {**share, "description": "if the probabilities are calibrated"},
+            "drifted": {"type": "array", "items": {"type": "string"}},
+            "features": {"type": "array", "items": feature, "description": "worst first"},
+            "probabilities": {"type": "object", "description": "the probabilities against the test set's"},
+            "message": {"type": "string"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["by_model_version"],
+        "properties": {
+            "window_hours": {"type": ["number", "null"]},
+            "since": {"type": ["string", "null"], "format": "date-time"},
+            "as_of": {"type": "string", "format": "date-time"},
+            "by_model_version": {"type": "object", "additionalProperties": version},
+            "message": {"type": "string", "description": "when no prediction falls in the window"},
         },
     }

@@ -1,12 +1,15 @@
 """What the page at GET / shows the model's owner (templates/index.html draws it).
 
 Contract:
-- `context(card, refusal, stats, by_hour, by_day, filling, base_url)` turns the model
-  card, the readiness check's refusal (None when ready), one /stats answer for the whole history
-  and two /stats/series answers (per hour, per day) into the template's variables: readiness,
+- `context(card, refusal, stats, by_hour, by_day, drift, filling, base_url)` turns the model
+  card, the readiness check's refusal (None when ready), one /stats answer for the whole history,
+  two /stats/series answers (per hour, per day) and one /drift answer (the whole history) into
+  the template's variables: readiness,
   the model and its library versions (with the ones that differ from training), the features
-  with their types and training categories, the figures overall and per model version, the data
-  of the charts (drawn in the browser by static/page.js), and a "try it" curl line whose
+  with their types, training categories and typical values, the figures overall and per model
+  version (realised and expected ROC AUC, and the test set's), each version's drift table (worst
+  feature first), the data of the charts (drawn in the browser by static/page.js; for the running
+  version's DRIFT_CHARTS worst features, each bin's share in training and now), and a "try it" curl line whose
   observation is model_card.example_observation(); and how full the database is (`filling`,
   from storage.usage()).
 - It sees aggregates only: counts and quality figures, never an observation or an id.
@@ -18,11 +21,15 @@ import shlex
 
 from service.model_card import example_observation
 
-FIGURES = ["predictions", "labelled", "roc_auc", "roc_auc_max_error", "log_loss", "brier_score"]
+FIGURES = [
+    "predictions", "labelled", "roc_auc", "roc_auc_max_error", "expected_roc_auc", "test_roc_auc", "log_loss",
+    "brier_score",
+]  # fmt: skip
+DRIFT_CHARTS = 3
 MOST_CATEGORIES_SHOWN = 12
 
 
-def context(card, refusal, stats, by_hour, by_day, filling, base_url):
+def context(card, refusal, stats, by_hour, by_day, drift, filling, base_url):
     return {
         "ready": refusal is None,
         "refusal": refusal,
@@ -37,7 +44,10 @@ def context(card, refusal, stats, by_hour, by_day, filling, base_url):
             "by_day": window(by_day),
             "calibration": stats["overall"].get("calibration", []),
             "histogram": stats["overall"].get("histogram", []),
+            "drift": worst_features(drift, card["model_version"]),
+            "test_roc_auc": card["training_profile"].get("test_roc_auc"),
         },
+        "drift": drift_shown(drift),
         "try_it": try_it(card, base_url),
         "storage": storage_shown(filling),
     }
@@ -60,6 +70,41 @@ def storage_shown(usage):
         days = usage["days_left"]
         shown["days_left"] = "—" if days is None else f"{days:,.0f}"
     return shown
+
+
+def drift_shown(drift):
+    """Per model version: its rows, a note where drift can't be judged, and its features, worst first."""
+    shown = {}
+    for version, found in drift["by_model_version"].items():
+        note = found.get("message")
+        if found.get("too_few_rows"):
+            note = f"only {found['rows']} rows: too few to judge drift; PSI by chance alone is still large"
+        shown[version] = {
+            "rows": found["rows"],
+            "note": note,
+            "features": [
+                {
+                    "name": feature["name"],
+                    "psi": f"{feature['psi']:.3f}",
+                    "by_chance": f"{feature['psi_by_chance']:.3f}",
+                    "drifted": feature["drifted"],
+                    "missing": f"{feature['missing']:.1%} (training {feature['training_missing']:.1%})",
+                    "unseen": "—" if feature["unseen"] is None else f"{feature['unseen']:.1%}",
+                    "moved": ", ".join(feature["moved_most"]),
+                }
+                for feature in found.get("features", [])
+            ],
+        }
+    return shown
+
+
+def worst_features(drift, version):
+    """The running version's DRIFT_CHARTS worst features: each bin's share in training and now."""
+    found = drift["by_model_version"].get(version, {})
+    return [
+        {"name": feature["name"], "psi": feature["psi"], "bins": feature["bins"]}
+        for feature in found.get("features", [])[:DRIFT_CHARTS]
+    ]
 
 
 def window(series):
@@ -91,6 +136,7 @@ def features(described):
                 "dtype": feature["dtype"],
                 "accepts": feature["accepts"],
                 "categories": listed + (f" and {more} more (GET /model lists them)" if more > 0 else ""),
+                "typical": json.dumps(feature["typical"]) if "typical" in feature else "—",
             }
         )
     return shown

@@ -1,17 +1,18 @@
 """Scoring and storing /predict's observations, a batch at a time.
 
 Contract:
-- `Predictor(pipeline, schema, prediction_model, model_version, faults)`:
+- `Predictor(pipeline, schema, prediction_model, model_version, faults, feature_bins)`:
   - `probabilities(feature_rows)`: the positive class's probability for each row of validated
     features (one predict_proba call).
   - `predict_batch(observations)`: one response body or ApiError per observation, in order. The
     batch is scored in one predict_proba call; a row the model refuses becomes a 422 naming the
     features to blame, at the cost of about log2(batch) extra calls, and its neighbours are
     still scored. The scored rows are stored in one INSERT, which commits by itself: each answer
-    leaves only once its row is committed. A taken id is left alone (ON CONFLICT DO NOTHING) and
-    answered from the row the database kept: the stored proba for a retry of the same
-    observation, a 409 for another one. So retries and races across workers and instances stay
-    correct without catching IntegrityError.
+    leaves only once its row is committed. Each row carries its features' bins in the training
+    profile (`feature_bins(feature_rows)`, monitoring/drift.py), which the drift counts read. A
+    taken id is left alone (ON CONFLICT DO NOTHING) and answered from the row the database kept:
+    the stored proba for a retry of the same observation, a 409 for another one. So retries and
+    races across workers and instances stay correct without catching IntegrityError.
 batching.py hands it the requests that arrive together; app.py builds it from the model's files.
 """
 
@@ -25,8 +26,9 @@ log = logging.getLogger("app")
 
 
 class Predictor:
-    def __init__(self, pipeline, request_schema, prediction_model, model_version, faults):
+    def __init__(self, pipeline, request_schema, prediction_model, model_version, faults, feature_bins):
         self.pipeline = pipeline
+        self.feature_bins = feature_bins
         self.schema = request_schema
         self.model = prediction_model
         self.model_version = model_version
@@ -61,6 +63,7 @@ class Predictor:
     def store(self, scored):
         """Insert the scored observations in one statement; {id: (observation, proba)} as stored."""
         now = utc_now()
+        bins = self.feature_bins([obs.features for obs, _ in scored])
         rows = [
             {
                 "observation_id": obs.observation_id,
@@ -69,8 +72,9 @@ class Predictor:
                 "model_version": self.model_version,
                 "created_at": now,
                 "updated_at": now,
+                "feature_bins": codes,
             }
-            for obs, proba in scored
+            for (obs, proba), codes in zip(scored, bins, strict=True)
         ]
         # In id order: two inserts that share ids then wait for each other in the same order, never
         # in a circle (PostgreSQL aborts one of a circle as a deadlock, which would surface as a 503).

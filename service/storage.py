@@ -17,7 +17,7 @@ import logging
 import math
 import time
 
-from service.monitoring.tables import EPOCH, SQLITE, dialect_of
+from service.monitoring.periods import EPOCH, SQLITE, dialect_of
 
 WEEK_HOURS = 168
 log = logging.getLogger("app")

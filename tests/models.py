@@ -1,7 +1,9 @@
 """Models that are not the Titanic one, trained on the spot, for the tests that must hold for any model.
 
 Each writes the files a user drops into the repository (pipeline.pickle, dtypes.pickle,
-columns.json, model_meta.json) plus the CSV it was trained on, into a directory of its own.
+columns.json, model_meta.json, training_profile.json, as Step 1's cells would), plus the CSV it
+was trained on (training.csv) and the rows held back to test it (held_back.csv), into a
+directory of its own.
 """
 
 import hashlib
@@ -17,14 +19,19 @@ from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from service.monitoring import profile
 
-def write_artifacts(directory, pipeline, X, y, target):
-    """What Step 1 writes, for this pipeline and training frame."""
+
+def write_artifacts(directory, pipeline, X, y, target, held_back):
+    """What Step 1 writes, for this pipeline, its training frame and the rows held back."""
     directory.mkdir(parents=True, exist_ok=True)
     X.assign(**{target: y}).to_csv(directory / "training.csv", index=False)
+    X_test, y_test = held_back
+    X_test.assign(**{target: y_test}).to_csv(directory / "held_back.csv", index=False)
     joblib.dump(pipeline, directory / "pipeline.pickle")
     (directory / "columns.json").write_text(json.dumps(X.columns.tolist()))
     with (directory / "dtypes.pickle").open("wb") as fh:
@@ -40,15 +47,25 @@ def write_artifacts(directory, pipeline, X, y, target):
         "target": target,
     }
     (directory / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    probas = pipeline.predict_proba(X_test)[:, 1]
+    profile.write(
+        profile.build(X, meta["pipeline_sha256"], probas, y_test == pipeline.classes_[1]), directory
+    )
     return directory
+
+
+def split(X, y):
+    """(X_train, y_train, (X_test, y_test)): 30% held back, as Step 1 holds back 20%."""
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    return X_train, y_train, (X_test, y_test)
 
 
 def float_features_with_spaces(directory):
     """Breast cancer (shipped with scikit-learn): 30 float features named like "mean radius"."""
     data = load_breast_cancer(as_frame=True)
-    X, y = data.data, data.target
+    X, y, held_back = split(data.data, data.target)
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
-    return write_artifacts(directory, pipeline, X, y, "diagnosis")
+    return write_artifacts(directory, pipeline, X, y, "diagnosis", held_back)
 
 
 def mixed_dtypes_with_string_labels(directory, rows=400):
@@ -73,8 +90,9 @@ def mixed_dtypes_with_string_labels(directory, rows=400):
         ],
         remainder="passthrough",
     )
+    X, y, held_back = split(X, y)
     pipeline = make_pipeline(encode, StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
-    return write_artifacts(directory, pipeline, X, y, "status")
+    return write_artifacts(directory, pipeline, X, y, "status", held_back)
 
 
 OTHER_MODELS = {

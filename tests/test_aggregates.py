@@ -16,8 +16,8 @@ from playhouse.db_url import connect
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from conftest import import_app
+from service.monitoring import periods, tables, windows
 from service.monitoring import reports as monitoring
-from service.monitoring import tables, windows
 from service.monitoring.histogram import Histogram
 from tools.servers import EXAMPLE_OBSERVATION
 
@@ -36,7 +36,7 @@ def recount(database):
     for version, created_at, proba, true_class, archived in rows:
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at)
-        hour = -1 if created_at is None else math.floor((created_at - tables.EPOCH).total_seconds() / 3600)
+        hour = -1 if created_at is None else math.floor((created_at - periods.EPOCH).total_seconds() / 3600)
         totals = hours[version, hour]
         totals["predictions"] += 1
         totals["archived"] += archived
@@ -44,14 +44,14 @@ def recount(database):
             continue
         totals["labelled"] += 1
         totals["positives"] += true_class == 1
-        fine = min(int(proba * tables.FINE_BINS), tables.FINE_BINS - 1)
+        fine = min(int(proba * periods.FINE_BINS), periods.FINE_BINS - 1)
         for level, period, bin in [
-            (tables.ALL, 0, fine),
-            (tables.WEEK, -1 if hour < 0 else hour // 168, fine),
-            (tables.DAY, -1 if hour < 0 else hour // 24, fine),
-            (tables.HOUR, hour, fine),
-            (tables.DAY_COARSE, -1 if hour < 0 else hour // 24, fine // 100),
-            (tables.HOUR_COARSE, hour, fine // 100),
+            (periods.ALL, 0, fine),
+            (periods.WEEK, -1 if hour < 0 else hour // 168, fine),
+            (periods.DAY, -1 if hour < 0 else hour // 24, fine),
+            (periods.HOUR, hour, fine),
+            (periods.DAY_COARSE, -1 if hour < 0 else hour // 24, fine // 100),
+            (periods.HOUR_COARSE, hour, fine // 100),
         ]:
             bins[level, period, version, bin]["positives" if true_class == 1 else "negatives"] += 1
     return hours, bins
@@ -179,18 +179,18 @@ def test_a_window_read_from_pieces_equals_the_rows_of_the_window(database_url):
     database = fresh_database(database_url)
     rows = random_rows(3000, seed=1)
     insert(database, rows)
-    start_hour = math.floor((START - tables.EPOCH).total_seconds() / 3600)
+    start_hour = math.floor((START - periods.EPOCH).total_seconds() / 3600)
     # Window starts at a week's, a day's and an hour's start, mid-day, mid-week, before and after all rows.
     for offset in [-200, -7, 0, 1, 16, 17, 23, 24, 100, 160, 161, 168, 200, 333, 500, 503, 600]:
         first_hour = start_hour + offset
         by_day = windows.day_tables(database, first_hour // 24)  # as /stats reads them
         histograms = windows.histograms_since(database, first_hour, by_day, windows.PeriodCache(0))
         for version in ("version_a", "version_b"):
-            expected = np.zeros((2, tables.FINE_BINS), dtype=int)
+            expected = np.zeros((2, periods.FINE_BINS), dtype=int)
             for _, proba, true_class, row_version, created_at in rows:
-                in_window = created_at is not None and created_at >= tables.hour_start(first_hour)
+                in_window = created_at is not None and created_at >= periods.hour_start(first_hour)
                 if row_version == version and true_class is not None and in_window:
-                    expected[1 - true_class, min(int(proba * tables.FINE_BINS), tables.FINE_BINS - 1)] += 1
+                    expected[1 - true_class, min(int(proba * periods.FINE_BINS), periods.FINE_BINS - 1)] += 1
             found = histograms.get(version, Histogram())
             assert (found.positives == expected[0]).all(), (offset, version)
             assert (found.negatives == expected[1]).all(), (offset, version)

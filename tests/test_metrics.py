@@ -6,6 +6,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -59,6 +60,14 @@ def assert_counts_add_up(samples, model_version):
     assert value(samples, "database_errors_total", kind="unavailable") == 0
 
 
+def assert_drift_gauges(samples, drift):
+    """The running version's last 24 hours, as GET /drift?hours=24 answers."""
+    assert drift["features"]
+    for feature in drift["features"]:
+        assert value(samples, "model_feature_psi", feature=feature["name"]) == pytest.approx(feature["psi"])
+    assert value(samples, "model_expected_roc_auc") == pytest.approx(drift["expected_roc_auc"])
+
+
 def test_metrics_add_up_over_the_workers_and_outlive_a_worker(tmp_path):
     directory = tmp_path / "metrics"  # as an operator may set it; a file from an earlier run is wiped
     directory.mkdir()
@@ -77,6 +86,8 @@ def test_metrics_add_up_over_the_workers_and_outlive_a_worker(tmp_path):
             samples = scrape(server)
             assert_counts_add_up(samples, model_version)
             assert value(samples, "service_ready") == 1
+        drift = requests.get(f"{server.base}/drift?hours=24", timeout=30).json()["by_model_version"]
+        assert_drift_gauges(scrape(server), drift[model_version])
 
         os.kill(workers[0], signal.SIGKILL)  # gunicorn starts another; the dead one's counts stay
         deadline = time.monotonic() + 30

@@ -37,7 +37,9 @@ def test_model_describes_the_features_the_classes_and_the_versions(client, servi
     assert card["positive_class"] == 1
     assert [feature["name"] for feature in card["features"]] == service.COLUMNS
     features = {feature["name"]: feature for feature in card["features"]}
-    assert features["Age"] == {"name": "Age", "dtype": "float64", "accepts": "number"}
+    # typical: the training profile's median (numbers) or commonest value
+    assert features["Age"] == {"name": "Age", "dtype": "float64", "accepts": "number", "typical": 28.5}
+    assert features["Embarked"]["typical"] == "S"
     assert features["Sex"]["categories"] == ["female", "male"]
     assert features["Embarked"]["categories"] == ["C", "Q", "S"]
     for package, versions in card["versions"].items():

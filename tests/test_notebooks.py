@@ -47,15 +47,27 @@ def workdir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("notebooks")
     for name in (STEP_1, STEP_2):
         shutil.copy(REPO / name, directory / name)
-    shutil.copy(EXAMPLE_DIR / "titanic.csv", directory)
+    copy_what_step_1_needs(directory)
     step_1 = execute(STEP_1, directory)
     step_2 = execute(STEP_2, directory)
     return directory, step_1, step_2
 
 
+def copy_what_step_1_needs(directory):
+    """The data, and the service package its profile cell imports, as beside it in the repository."""
+    shutil.copy(EXAMPLE_DIR / "titanic.csv", directory)
+    (directory / "service").symlink_to(REPO / "service")
+
+
 def test_step_1_writes_the_artifacts(workdir):
     directory, outputs, _ = workdir
-    for name in ("pipeline.pickle", "dtypes.pickle", "columns.json", "model_meta.json"):
+    for name in (
+        "pipeline.pickle",
+        "dtypes.pickle",
+        "columns.json",
+        "model_meta.json",
+        "training_profile.json",
+    ):
         assert (directory / name).is_file()
     assert any("test ROC AUC: 0.8" in text for text in outputs)
 
@@ -83,7 +95,7 @@ def test_step_1_reproduces_the_shipped_model_under_every_blas_kernel(kernel, tmp
     if flag not in cpu_flags():
         pytest.skip(f"this CPU lacks {flag}, which OpenBLAS's {kernel} kernel needs")
     shutil.copy(REPO / STEP_1, tmp_path)
-    shutil.copy(EXAMPLE_DIR / "titanic.csv", tmp_path)
+    copy_what_step_1_needs(tmp_path)
     monkeypatch.setenv("OPENBLAS_CORETYPE", kernel)
     assert blas_kernel_in_use() in reported_names
 
@@ -98,6 +110,10 @@ def test_step_1_reproduces_the_shipped_model_under_every_blas_kernel(kernel, tmp
     assert pd.read_pickle(tmp_path / "dtypes.pickle").equals(pd.read_pickle(EXAMPLE_DIR / "dtypes.pickle"))
     meta, shipped_meta = (json.loads((d / "model_meta.json").read_text()) for d in (tmp_path, EXAMPLE_DIR))
     assert {**meta, "pipeline_sha256": None} == {**shipped_meta, "pipeline_sha256": None}
+    profile, shipped_profile = (
+        json.loads((d / "training_profile.json").read_text()) for d in (tmp_path, EXAMPLE_DIR)
+    )
+    assert {**profile, "pipeline_sha256": None} == {**shipped_profile, "pipeline_sha256": None}
 
 
 def test_step_2_predicts_the_readme_passenger_like_the_service(workdir, service):

@@ -67,6 +67,17 @@ def figures_shown(browser):
     return shown
 
 
+def drift_shown(browser):
+    """{version: [(feature, PSI text)]} from the page's drift tables, in the order shown."""
+    return {
+        table.get_attribute("data-version"): [
+            (row.get_attribute("data-feature"), row.find_element("css selector", "td[data-psi]").text)
+            for row in table.find_elements("css selector", "tbody tr")
+        ]
+        for table in browser.find_elements("css selector", "table.drift")
+    }
+
+
 def as_shown(value):
     return "—" if value is None else str(value)
 
@@ -101,12 +112,27 @@ def test_the_page_shows_an_empty_database_and_then_the_replayed_passengers(
     errors, path = load(browser, server.base + "/", f"replayed-{backend}")
     stats = requests.get(f"{server.base}/stats", timeout=30).json()
 
+    drift = requests.get(f"{server.base}/drift", timeout=30).json()["by_model_version"]
+    running = requests.get(f"{server.base}/model", timeout=30).json()["model_version"]
+
     assert errors == []
     assert figures_shown(browser) == expected_figures(stats)
     assert stats["overall"]["labelled"] == 179
-    assert len(browser.find_elements("css selector", ".chart canvas")) == 6  # every chart drawn
+    assert drift_shown(browser) == {
+        version: [(feature["name"], f"{feature['psi']:.3f}") for feature in found["features"]]
+        for version, found in drift.items()
+    }
+    assert len(browser.find_elements("css selector", ".drift-chart canvas")) == 3  # the worst three
+    assert browser.find_element("css selector", "#drift-1 h3").text.startswith(
+        drift[running]["features"][0]["name"]
+    )
+    assert len(browser.find_elements("css selector", ".chart canvas")) == 6 + 3  # every chart drawn
     assert browser.find_elements("css selector", ".chart .empty") == []
+    assert "712 training rows" in browser.find_element("id", "profile").text
     assert path.stat().st_size > 10_000
+    for part, selector in (("drift-table", "table.drift"), ("expected-auc", "#quality-by-day"),
+                           ("drift-bars", "#drift-1")):  # fmt: skip
+        browser.find_element("css selector", selector).screenshot(str(SCREENSHOTS / f"{part}-{backend}.png"))
 
 
 def test_the_try_it_line_from_the_page_is_answered(live_server, tmp_path, browser):
@@ -140,7 +166,7 @@ def test_curl_gets_a_json_index_and_a_browser_the_page(live_server, tmp_path):
 
 def test_the_monitoring_token_guards_the_page_and_stats(live_server, tmp_path):
     server = live_server(f"sqlite:///{tmp_path}/predictions.db", env={"MONITORING_TOKEN": "s3cret"})
-    for path in ("/", "/stats", "/stats/series"):
+    for path in ("/", "/stats", "/stats/series", "/drift"):
         refused = requests.get(server.base + path, headers={"Accept": BROWSER_ACCEPT}, timeout=30)
         assert refused.status_code == 401
         assert "MONITORING_TOKEN" in refused.json()["error"]
@@ -167,7 +193,8 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     refusal = "the database is read-only (a replica, or default_transaction_read_only)"
     filling = {"database_bytes": 8e9, "predictions": 10, "bytes_per_prediction": 800, "added_last_week": 7}
     filling |= {"plan_bytes": 10e9, "share_used": 0.8, "days_left": None, "warning": "80% of the plan"}
-    page = context(card, refusal, empty, series, series, filling, "http://example.test/")
+    drift = {"by_model_version": {}}
+    page = context(card, refusal, empty, series, series, drift, filling, "http://example.test/")
     with service.app.test_request_context("/"):
         html = service.render_template("index.html", **page)
 
@@ -176,3 +203,4 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     assert html.count('class="differs"') == 1
     assert '<p class="status warning" id="storage-warning">80% of the plan</p>' in html
     assert "80.0% of 10 GB" in html
+    assert 'id="no-drift"' in html

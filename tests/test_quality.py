@@ -11,8 +11,8 @@ from sklearn.preprocessing import OneHotEncoder
 
 from service.model_card import categories_seen, model_card
 from service.monitoring.histogram import Histogram
+from service.monitoring.periods import FINE_BINS
 from service.monitoring.reports import calibration, distribution
-from service.monitoring.tables import FINE_BINS
 from service.schema import Labels, RequestSchema
 
 

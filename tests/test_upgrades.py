@@ -24,8 +24,10 @@ from playhouse.db_url import connect
 
 from conftest import import_app
 from service.migrations import CURRENT_VERSION
+from service.monitoring import population
 from service.monitoring import tables as totals
 from test_aggregates import assert_stats_equal_the_rows, assert_totals_match_the_rows, exact_quality
+from test_drift import assert_counts_match_the_rows, bins_of
 from tools.servers import EXAMPLE_OBSERVATION
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -170,6 +172,7 @@ def test_an_upgrade_from_version_2_fills_the_running_totals_from_the_rows(databa
     service.Prediction.insert_many(hourly_rows(service)).execute()
     with service.DB.atomic():  # what version 2 had: no totals, no triggers
         drop_triggers(service.DB, database_url)
+        back_to_version_5(service.DB, database_url)
         for table in ("stats_hour", "stats_bin", "stats_generation", "archive", "archived_prediction"):
             service.DB.execute_sql(f"DROP TABLE {table}")
         record_version(service.DB, 2)
@@ -222,15 +225,47 @@ def test_an_upgrade_from_version_4_keeps_the_totals_and_adds_the_archive(databas
     assert_stats_right_after_the_upgrade(server, database_url)
 
 
+@BOTH
+def test_an_upgrade_from_version_5_counts_every_probability_and_bins_features_from_then_on(
+    database_url, live_server
+):
+    service = import_app(database_url)
+    service.Prediction.insert_many(hourly_rows(service)).execute()
+    with service.DB.atomic():  # version 5: no feature bins, no population counts
+        back_to_version_5(service.DB, database_url)
+        record_version(service.DB, 5)
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert f"upgraded the schema in place from version 5 to {CURRENT_VERSION}" in server.output()
+    assert_stats_right_after_the_upgrade(server, database_url)
+    assert post(server, "/predict", {"id": 2**40, "observation": EXAMPLE_OBSERVATION}).status_code == 200
+    drift = requests.get(f"{server.base}/drift", timeout=30).json()["by_model_version"]
+    assert drift["version_0"]["rows"] == 0  # an earlier model's, with no profile: nothing to compare
+    assert "no training profile" in drift["version_0"]["message"]
+    running = requests.get(f"{server.base}/model", timeout=30).json()["model_version"]
+    assert drift[running]["rows"] == drift[running]["predictions"] == 1  # binned from the upgrade on
+
+
 def record_version(database, version):
     database.execute_sql("DELETE FROM schema_version")
     values = f"({version}, '2026-01-01', 'an earlier release')"
     database.execute_sql(f"INSERT INTO schema_version (version, applied_at, description) VALUES {values}")
 
 
-def back_to_version_4(database, database_url):
-    """What version 5 added, taken away (the triggers too: the caller's version makes its own)."""
+def back_to_version_5(database, database_url):
+    """What version 6 added, taken away (the triggers too: the caller's version makes its own)."""
     drop_triggers(database, database_url)
+    for table in (*population.COUNT_TABLES, "feature_position", "model_profile"):
+        database.execute_sql(f"DROP TABLE {table}")
+    for table in ("prediction", "archived_prediction"):
+        database.execute_sql(f"ALTER TABLE {table} DROP COLUMN feature_bins")
+
+
+def back_to_version_4(database, database_url):
+    """What versions 5 and 6 added, taken away."""
+    back_to_version_5(database, database_url)
     for table in ("archive", "archived_prediction"):
         database.execute_sql(f"DROP TABLE {table}")
     database.execute_sql("ALTER TABLE stats_hour DROP COLUMN archived")
@@ -246,10 +281,19 @@ def assert_stats_right_after_the_upgrade(server, database_url):
     database = connect(database_url)
     assert_totals_match_the_rows(database)
     assert totals.installed(database, "prediction")
+    assert_counts_match_the_rows(database)  # the population's counts too
     stats = requests.get(f"{server.base}/stats", timeout=30).json()
     assert stats["overall"]["predictions"] == 200
     for version in ("version_0", "version_1"):
         assert_stats_equal_the_rows(stats["by_model_version"][version], exact_quality(database, version))
+        probas = [
+            proba
+            for (proba,) in column_values(
+                database_url, f"SELECT proba FROM prediction WHERE model_version = '{version}'"
+            )
+        ]
+        expected = bins_of(probas).expected_roc_auc()
+        assert stats["by_model_version"][version]["expected_roc_auc"] == pytest.approx(expected, abs=1e-6)
     database.close()
 
 

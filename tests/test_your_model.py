@@ -209,6 +209,8 @@ def test_the_model_check_passes_and_prints_a_curl_for_the_model(model, model_dir
     assert "problems: 0" in result.stdout
     assert "curl -s -X POST http://localhost:5000/predict" in result.stdout
     assert '{"proba": ' in result.stdout
+    profile = json.loads((model_dirs[model] / "training_profile.json").read_text())
+    assert f"training profile: {profile['training_rows']} rows" in result.stdout
 
 
 @pytest.mark.slow
@@ -266,6 +268,30 @@ def test_the_openapi_document_is_valid_and_built_from_the_models_artifacts(clien
             assert "null" in described["type"]
             assert described.get("examples") == feature.get("categories")
     assert document["info"]["version"] == card["model_version"]
+
+
+def test_the_example_everywhere_is_a_typical_training_row(client, card, your_service):
+    """The page's try-it line, /openapi.json and the model check all offer the profile's typical row."""
+    typical = your_service.PROFILES.from_file.typical_observation()
+    document = client.get("/openapi.json").get_json()
+    page = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+
+    assert example_observation(card["features"]) == typical
+    assert document["components"]["schemas"]["Observation"]["examples"] == [typical]
+    assert escape(json.dumps({"id": 123456789, "observation": typical})) in page
+    assert predict(client, 1, typical).status_code == 200
+
+
+def test_the_drift_answer_is_what_openapi_json_describes(client, observation):
+    document = client.get("/openapi.json").get_json()
+    described = document["paths"]["/drift"]["get"]
+    is_a_drift_report = schema_verdicts(document, "DriftReport")
+
+    assert [parameter["name"] for parameter in described["parameters"]] == ["hours"]
+    assert is_a_drift_report(client.get("/drift").get_json())  # empty
+    assert predict(client, 1, observation).status_code == 200
+    assert is_a_drift_report(client.get("/drift").get_json())
+    assert not is_a_drift_report({"by_model_version": {"x": {"rows": "many"}}})
 
 
 def test_the_openapi_schemas_accept_and_refuse_what_the_service_does(client, card, observation):
@@ -328,4 +354,10 @@ def test_a_model_dropped_in_without_model_meta_json_serves_and_says_what_it_lack
     assert "no model_meta.json beside pipeline.pickle" in caplog.text
     assert {found["trained_with"] for found in card["versions"].values()} == {None}
     assert predict(client, 1, example_observation(card["features"])).status_code == 200
+    how_to_make = "run Step 1's 'Profile the training data' cell"
+    assert how_to_make in card["training_profile"]["missing"]  # no profile: it serves, and says so
+    drift = client.get("/drift").get_json()["by_model_version"][card["model_version"]]
+    assert drift["rows"] == 0
+    assert how_to_make in drift["message"]
+    assert escape(how_to_make) in client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
     service.DB.close_all()

@@ -6,11 +6,13 @@ Contract: `python -m tools.check_model [--artifacts DIR] [--sample CSV]`
 2. starts the service as deployed (gunicorn with gunicorn.conf.py, one worker, on a temporary
    SQLite database and a free loopback port);
 3. sends it requests built from the model's own schema, and rows of the sample file (by default
-   the training file model_meta.json names, when it is there): each must be scored, a retry
-   must get the same answer, a value of the wrong type must be refused, and /update must take
-   the model's positive label;
-4. prints a report: the features and what each accepts, the classes, a curl line for this model
-   with the answer it got, and every problem with what to do about it.
+   the training file model_meta.json names, when it is there): the example (a typical row of the
+   training profile) must be scored and a retry get the same answer, a value of the wrong type
+   must be refused, /update must take the model's positive label, each sample row must be
+   scored, and /drift must compare them with training;
+4. prints a report: the features and what each accepts, the classes, the training profile (or
+   how to make one: a model without one serves, but /drift has nothing to compare with), a curl
+   line for this model with the answer it got, and every problem with what to do about it.
 It exits 0 when there is no problem and 1 otherwise.
 
 `wrong_value(feature)` builds an invalid value from /model's features; the tests use it too, and
@@ -99,7 +101,7 @@ def check_artifacts(directory, problems):
 def exercise(service, card, rows, problems):
     """Send the requests; return (example body, its answer)."""
     features = card["features"]
-    example = {"id": 1, "observation": example_observation(features, rows[0] if rows else None)}
+    example = {"id": 1, "observation": example_observation(features)}
     status, answer = call(service.base, "POST", "/predict", example)
     if status != 200:
         problems.append(f"the example request got {status} {answer}: the model cannot score {example}")
@@ -126,7 +128,17 @@ def exercise(service, card, rows, problems):
             isinstance(scored["proba"], float) and math.isnan(scored["proba"])
         ):
             problems.append(f"sample row {number - 100} got a proba outside [0, 1]: {scored['proba']}")
+    check_drift(service, card, problems)
     return example, answer
+
+
+def check_drift(service, card, problems):
+    status, drift = call(service.base, "GET", "/drift")
+    found = drift.get("by_model_version", {}).get(card["model_version"], {})
+    if status != 200:
+        problems.append(f"GET /drift got {status} {drift}")
+    elif "missing" not in card["training_profile"] and not found.get("rows"):
+        problems.append(f"GET /drift compared no row with the training profile: {drift}")
 
 
 def describe_feature(feature):
@@ -145,6 +157,11 @@ def report(card, example, answer, rows, sample, problems):
     )
     print(f"/update takes true_class as {card['true_class_accepts']}")
     print("features:", *map(describe_feature, card["features"]), sep="\n")
+    profile = card["training_profile"]
+    if "missing" in profile:
+        print(f"training profile: none; {profile['missing']}")
+    else:
+        print(f"training profile: {profile['training_rows']} rows; test ROC AUC {profile['test_roc_auc']}")
     print(f"sample rows scored: {len(rows)}" + (f" from {sample}" if sample else " (no sample file)"))
     print("example:")
     curl = "curl -s -X POST http://localhost:5000/predict -H 'Content-Type: application/json' -d"

@@ -9,7 +9,7 @@ Reads the predictions table, never writes.
 """
 
 from service.monitoring.histogram import Histogram
-from service.monitoring.tables import FINE_BINS, SQLITE, dialect_of, hour_start
+from service.monitoring.periods import FINE_BINS, SQLITE, dialect_of, hour_start
 
 
 def add_exact_probas(

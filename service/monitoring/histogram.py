@@ -18,7 +18,7 @@ Pure arithmetic: nothing here reads the database.
 
 import numpy as np
 
-from service.monitoring.tables import FINE_BINS
+from service.monitoring.periods import FINE_BINS
 
 
 class Histogram:

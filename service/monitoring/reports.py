@@ -21,14 +21,22 @@ cost the same on ten rows or ten million. Nothing here writes to the database.
 """
 
 import math
-from datetime import timedelta
 
 from service import schema
 from service.coalescing import Coalescer, Pacer
 from service.errors import ApiError
-from service.monitoring import exact, windows
+from service.monitoring import exact, population, windows
+from service.monitoring.drift import drift_report
 from service.monitoring.histogram import Histogram
-from service.monitoring.tables import COARSE_BINS, EPOCH, hour_start
+from service.monitoring.periods import (
+    COARSE_BINS,
+    DAY,
+    HOUR,
+    HOURLY_WINDOWS_UP_TO,
+    start_time,
+    window_start,
+)
+from service.monitoring.population import ProbaBins
 from service.timestamps import iso_utc
 
 AUC_MAX_ERROR = 1e-4  # read exact probas for the bins that would leave ROC AUC less sure than this
@@ -36,23 +44,6 @@ MOST_ROWS_READ = 100_000  # ... but never more rows than this per call
 EXACT_UP_TO_ROWS = 10_000  # and when reading the doubtful bins passes over no more, read them all
 CALIBRATION_BINS = 10
 HISTOGRAM_BINS = 20
-
-
-HOURLY_WINDOWS_UP_TO = 48  # hours; a longer window starts at midnight UTC
-
-
-def window_start(hours, now, every_day=False):
-    """The first hour (or day) of a window: the one that holds `now - hours`, so a window of 24
-    hours holds every row of the last 24 hours and at most one hour more. A window of over 48
-    hours starts at the midnight (UTC) before, which makes it cheaper to read (fewer pieces)."""
-    first_hour = max(0, math.floor((now - EPOCH - timedelta(hours=hours)) / timedelta(hours=1)))
-    if every_day:
-        return first_hour // 24
-    return first_hour if hours <= HOURLY_WINDOWS_UP_TO else first_hour // 24 * 24
-
-
-def start_time(period, every_day=False):
-    return iso_utc(hour_start(period * (24 if every_day else 1)))
 
 
 def stats_report(database, table, cache, hours, now):
@@ -70,6 +61,11 @@ def stats_report(database, table, cache, hours, now):
         every_labelled = sum(by_hour.totals()["labelled"] for by_hour in tables.values())
         outside = every_labelled - sum(sums["labelled"] for sums in totals.values())  # before the window
         archived = sum(by_hour.totals()["archived"] for by_hour in tables.values())
+        level, first = population.window_level(first_hour, hours is not None and hours > HOURLY_WINDOWS_UP_TO)
+        probas = population.proba_counts(database, level, first)
+        tested = {
+            version: profile["test"]["roc_auc"] for version, profile in population.profiles(database).items()
+        }
         exact.add_exact_probas(
             database,
             table,
@@ -82,16 +78,23 @@ def stats_report(database, table, cache, hours, now):
             archived > 0,
         )
     totals = {version: sums for version, sums in totals.items() if sums["predictions"]}  # all deleted
-    overall = Histogram()
+    overall, overall_probas = Histogram(), ProbaBins()
     for histogram in histograms.values():
         overall.merge(histogram)
+    for bins in probas.values():
+        overall_probas.merge(bins)
     return {
         "window_hours": hours,
         "since": None if first_hour is None else start_time(first_hour),
         "as_of": iso_utc(now),
-        "overall": summary(combined(totals.values()), overall),
+        "overall": summary(combined(totals.values()), overall, overall_probas),
         "by_model_version": {
-            version: summary(totals[version], histograms.get(version, Histogram()))
+            version: summary(
+                totals[version],
+                histograms.get(version, Histogram()),
+                probas.get(version, ProbaBins()),
+                {"test_roc_auc": tested.get(version)},
+            )
             for version in sorted(totals)
         },
     }
@@ -110,12 +113,16 @@ def combined(many):
     return total
 
 
-def summary(sums, histogram, with_tables=True):
-    """Counts always; the quality figures once a prediction is labelled."""
+def summary(sums, histogram, probas, training=None, with_tables=True):
+    """Counts and the quality to expect always; the realised quality once a prediction is labelled."""
     predictions, labelled = round(sums.get("predictions", 0)), round(sums.get("labelled", 0))
     found = {"predictions": predictions, "labelled": labelled}
     if sums.get("archived"):  # counted here, kept in an archive file, no longer in the table
         found["archived"] = round(sums["archived"])
+    if predictions:  # if the probas are calibrated (docs/monitoring.md)
+        found["expected_positive_rate"] = rounded(sums["sum_proba_all"] / predictions)
+        found["expected_roc_auc"] = rounded(probas.expected_roc_auc())
+    found |= training or {}
     if labelled:
         auc, max_error = histogram.roc_auc()
         found |= {
@@ -180,6 +187,7 @@ def series_report(database, cache, every, hours, now):
         else:
             tables = windows.hour_tables(database, first)
         histograms = windows.series_histograms(database, every_day, tables, cache)
+        probas = population.proba_series(database, DAY if every_day else HOUR, first)
     totals = {
         (version, period): sums
         for version, by_hour in tables.items()
@@ -188,7 +196,8 @@ def series_report(database, cache, every, hours, now):
     series = {}
     for version, period in sorted(key for key, sums in totals.items() if sums["predictions"]):
         histogram = histograms.get((version, period), Histogram(COARSE_BINS))
-        point = summary(totals[version, period], histogram, with_tables=False)
+        bins = probas.get((version, period), ProbaBins())
+        point = summary(totals[version, period], histogram, bins, with_tables=False)
         mean_proba = (
             rounded(totals[version, period]["sum_proba_all"] / point["predictions"])
             if point["predictions"]
@@ -244,7 +253,8 @@ class Monitor:
         self.cache = windows.PeriodCache(int(settings.STATS_CACHE_MB * 2**20))  # 0: read every cell
 
     def answers(self, now, *questions):
-        """The answers to questions, each ("stats", hours) or ("series", every, hours), in one turn
+        """The answers to questions, each ("stats", hours), ("drift", hours) or ("series", every,
+        hours), in one turn
         of the pace, else a 429."""
         if not self.pace.wait_turn():
             limit = f"{self.per_second:g} a second per worker, MONITORING_PER_SECOND"
@@ -258,6 +268,8 @@ class Monitor:
     def report(self, question, now):
         if question[0] == "stats":
             return stats_report(self.database, self.table, self.cache, question[1], now)
+        if question[0] == "drift":
+            return drift_report(self.database, question[1], now)
         _, every, hours = question
         return series_report(self.database, self.cache, every, hours, now)
 

@@ -25,19 +25,20 @@ Reading them is windows.py's; what /stats makes of them is reports.py's.
 """
 
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from peewee import SqliteDatabase
+from service.monitoring import population
+from service.monitoring.periods import (
+    COARSE_BINS,
+    DAY_COARSE,
+    FINE_BINS,
+    HOUR,
+    LEVELS,
+    POSTGRESQL,
+    SQLITE,
+    dialect_of,
+    period,
+)
 
-FINE_BINS = 10_000
-COARSE_BINS = 100
-ALL, WEEK, DAY, HOUR, DAY_COARSE, HOUR_COARSE = range(6)
-LEVELS = range(6)
-HOURS_IN = {WEEK: 168, DAY: 24, HOUR: 1}  # a period's length at each level
-FINER = {WEEK: DAY, DAY: HOUR}
-UNKNOWN_PERIOD = -1  # the hour and day of a row without created_at
-EPOCH = datetime(1970, 1, 1)  # naive UTC, as the table's timestamps are
 CLIP = 2.220446049250313e-16  # log loss clips probas to [CLIP, 1 - CLIP], as scikit-learn does (float64 eps)
 
 # stats_hour's sums, and the rows counted in them that the table no longer holds (archived).
@@ -76,49 +77,6 @@ CREATE TABLE stats_bin (
 );
 CREATE TABLE stats_generation (generation BIGINT PRIMARY KEY)
 """
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """What differs between the two backends' SQL, as expressions over a row alias `r`."""
-
-    seconds: str  # created_at as whole seconds since 1970, or NULL
-    divide: str  # {seconds} divided by {length}, rounded down
-    fine_bin: str
-    least: str
-    greatest: str
-
-
-SQLITE = Dialect(
-    seconds="CAST(strftime('%s', r.created_at) AS INTEGER)",
-    divide="{seconds} / {length}",
-    fine_bin=f"MIN(MAX(CAST(r.proba * {FINE_BINS} AS INTEGER), 0), {FINE_BINS - 1})",
-    least="MIN",
-    greatest="MAX",
-)
-POSTGRESQL = Dialect(
-    seconds="EXTRACT(EPOCH FROM r.created_at)",
-    divide="FLOOR({seconds} / {length})::bigint",
-    fine_bin=f"LEAST(GREATEST(FLOOR(r.proba * {FINE_BINS})::int, 0), {FINE_BINS - 1})",
-    least="LEAST",
-    greatest="GREATEST",
-)
-
-
-def hour_start(hour):
-    return EPOCH + timedelta(hours=hour)
-
-
-def period(dialect, level):
-    """The SQL for the period of row `r` at `level` (-1 when it has no created_at)."""
-    if level == ALL:
-        return "0"
-    hours = HOURS_IN[{DAY_COARSE: DAY, HOUR_COARSE: HOUR}.get(level, level)]
-    return f"COALESCE({dialect.divide.format(seconds=dialect.seconds, length=hours * 3600)}, -1)"
-
-
-def dialect_of(database):
-    return SQLITE if isinstance(database, SqliteDatabase) else POSTGRESQL
 
 
 # The totals' changes for the rows of `source`: a subquery with the columns model_version,
@@ -225,37 +183,62 @@ COUNTED_COLUMNS = ("true_class", "proba", "model_version", "created_at")
 
 SQLITE_TRIGGERS = {
     "stats_on_insert", "stats_on_labelled_insert", "stats_on_update", "stats_on_delete", "stats_on_archive",
+    "population_on_update",
 }  # fmt: skip
-POSTGRESQL_TRIGGERS = {"stats_on_insert", "stats_on_update", "stats_on_delete", "stats_on_truncate"}
+POSTGRESQL_TRIGGERS = {
+    "stats_on_insert", "stats_on_update", "stats_on_delete", "stats_on_truncate", "population_on_update",
+}  # fmt: skip
 TRIGGER_NAMES = sorted(SQLITE_TRIGGERS | POSTGRESQL_TRIGGERS)
 
 
-def sqlite_triggers(table):
-    """Row by row (SQLite has no statement triggers). A new row moves its hour's counts, and its
-    bins only when it arrives labelled, so /predict's inserts skip the bins' statement."""
-    changed = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in COUNTED_COLUMNS)
+def counted(dialect, rows):
+    """What a row's arrival (sign 1) or departure (-1) moves: the totals and the population."""
+    return [
+        *changes(dialect, row_source(*rows)),
+        *population.statements(dialect, population.row_source(*rows)),
+    ]
 
-    def trigger(name, event, rows, statements, when=""):
-        body = ";\n".join(statements(SQLITE, row_source(*rows)))
+
+def sqlite_triggers(table):
+    """Row by row (SQLite has no statement triggers). A new row moves its hour's counts and the
+    population's, and its bins only when it arrives labelled, so /predict's inserts skip the
+    bins' statement; a new label moves the totals only."""
+    changed = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in COUNTED_COLUMNS)
+    moved = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in population.COUNTED_COLUMNS)
+
+    def trigger(name, event, statements, when=""):
+        body = ";\n".join(statements)
         return f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {when} BEGIN {body}; END"
 
-    def hours_only(dialect, source):
-        return [hour_upsert(dialect, source)]
-
-    def bins_only(dialect, source):
-        return [bin_upsert(dialect, source)]
-
-    def archived_only(dialect, source):
-        return [archived_upsert(dialect, source)]
-
+    arrived, departed = [("NEW", 1)], [("OLD", -1)]
     return [
-        trigger("stats_on_insert", "INSERT", [("NEW", 1)], hours_only),
         trigger(
-            "stats_on_labelled_insert", "INSERT", [("NEW", 1)], bins_only, "WHEN NEW.true_class IS NOT NULL"
+            "stats_on_insert",
+            "INSERT",
+            [hour_upsert(SQLITE, row_source(*arrived)), *population.new_row_statements()],
         ),
-        trigger("stats_on_update", "UPDATE", [("OLD", -1), ("NEW", 1)], changes, f"WHEN {changed}"),
-        trigger("stats_on_delete", "DELETE", [("OLD", -1)], changes, f"WHEN NOT {is_archived('OLD')}"),
-        trigger("stats_on_archive", "DELETE", [("OLD", -1)], archived_only, f"WHEN {is_archived('OLD')}"),
+        trigger(
+            "stats_on_labelled_insert",
+            "INSERT",
+            [bin_upsert(SQLITE, row_source(*arrived))],
+            "WHEN NEW.true_class IS NOT NULL",
+        ),
+        trigger(
+            "stats_on_update", "UPDATE", changes(SQLITE, row_source(*departed, *arrived)), f"WHEN {changed}"
+        ),
+        trigger(
+            "population_on_update",
+            "UPDATE",
+            population.statements(SQLITE, population.row_source(*departed, *arrived)),
+            f"WHEN {moved}",
+        ),
+        trigger("stats_on_delete", "DELETE", counted(SQLITE, departed), f"WHEN NOT {is_archived('OLD')}"),
+        trigger(
+            "stats_on_archive",
+            "DELETE",
+            [archived_upsert(SQLITE, row_source(*departed))],
+            f"WHEN {is_archived('OLD')}",
+        ),
     ]
 
 
@@ -263,6 +246,9 @@ def postgresql_triggers(table):
     """Inserts and deletes are counted once per statement (a /predict batch is one upsert of its
     hour), updates once per row, and only when a counted column changed."""
     changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in COUNTED_COLUMNS)
+    moved = " OR ".join(
+        f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in population.COUNTED_COLUMNS
+    )
 
     def function(name, statements, returns="NULL"):
         # SECURITY DEFINER: a role that may delete but not write the totals (a plan over capacity
@@ -273,27 +259,48 @@ def postgresql_triggers(table):
             f"SET search_path FROM CURRENT AS $$ BEGIN {body}; RETURN {returns}; END $$"
         )
 
-    kept = table_source("departed AS d", -1, f"WHERE NOT {is_archived('d')}")
+    kept = f"WHERE NOT {is_archived('d')}"
     archived = table_source("departed AS d", -1, f"WHERE {is_archived('d')}")
+    archived_rows = population.table_source("archived_prediction", 1)
     return [
-        function("stats_on_insert", changes(POSTGRESQL, table_source("arrived", 1))),
+        function(
+            "stats_on_insert",
+            [
+                *changes(POSTGRESQL, table_source("arrived", 1)),
+                *population.statements(POSTGRESQL, population.table_source("arrived", 1)),
+            ],
+        ),
         function("stats_on_update", changes(POSTGRESQL, row_source(("OLD", -1), ("NEW", 1)))),
-        function("stats_on_delete", [*changes(POSTGRESQL, kept), archived_upsert(POSTGRESQL, archived)]),
+        function(
+            "population_on_update",
+            population.statements(POSTGRESQL, population.row_source(("OLD", -1), ("NEW", 1))),
+        ),
+        function(
+            "stats_on_delete",
+            [
+                *changes(POSTGRESQL, table_source("departed AS d", -1, kept)),
+                *population.statements(POSTGRESQL, population.table_source("departed AS d", -1, kept)),
+                archived_upsert(POSTGRESQL, archived),
+            ],
+        ),
         # The change counts start again from zero: a new generation keeps cached cells from passing.
         # The archived predictions stay in the totals.
         function(
             "stats_on_truncate",
             [
-                "TRUNCATE stats_hour, stats_bin",
+                f"TRUNCATE stats_hour, stats_bin, {', '.join(population.COUNT_TABLES)}",
                 "UPDATE stats_generation SET generation = generation + 1",
                 *changes(POSTGRESQL, ARCHIVED_SOURCE),
                 archived_upsert(POSTGRESQL, ARCHIVED_SOURCE),
+                *population.statements(POSTGRESQL, archived_rows),
             ],
         ),
         f"CREATE TRIGGER stats_on_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS arrived "
         "FOR EACH STATEMENT EXECUTE FUNCTION stats_on_insert()",
         f"CREATE TRIGGER stats_on_update AFTER UPDATE ON {table} FOR EACH ROW WHEN ({changed}) "
         "EXECUTE FUNCTION stats_on_update()",
+        f"CREATE TRIGGER population_on_update AFTER UPDATE ON {table} FOR EACH ROW WHEN ({moved}) "
+        "EXECUTE FUNCTION population_on_update()",
         f"CREATE TRIGGER stats_on_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS departed "
         "FOR EACH STATEMENT EXECUTE FUNCTION stats_on_delete()",
         f"CREATE TRIGGER stats_on_truncate AFTER TRUNCATE ON {table} "
@@ -318,6 +325,7 @@ def install(database, table):
     create_archive_tables(database)
     for statement in [*changes(dialect, table_source(table, 1)), *archived_fill(dialect)]:
         database.execute_sql(statement)
+    population.install(database, table)
     start_generation(database)
     create_triggers(database, table)
     if dialect is POSTGRESQL:  # planner statistics for the filled tables, before autovacuum's own
@@ -334,8 +342,6 @@ def add_change_counts(database, table):
         without_rowid = " WITHOUT ROWID" if dialect_of(database) is SQLITE else ""
         database.execute_sql(f"CREATE TABLE stats_generation (generation BIGINT PRIMARY KEY){without_rowid}")
         start_generation(database)
-    drop_triggers(database, table)
-    create_triggers(database, table)
 
 
 def archived_fill(dialect):
@@ -361,14 +367,18 @@ def add_archives(database, table):
     if "archived" not in {column.name for column in database.get_columns("stats_hour")}:
         database.execute_sql("ALTER TABLE stats_hour ADD COLUMN archived BIGINT NOT NULL DEFAULT 0")
     create_archive_tables(database)
-    drop_triggers(database, table)
-    create_triggers(database, table)
 
 
 def start_generation(database):
     """A random generation, so the cells cached from a database are never taken for another's, or
     for this one's before its totals were rebuilt."""
     database.execute_sql(f"INSERT INTO stats_generation VALUES ({secrets.randbits(62)})")
+
+
+def recreate_triggers(database, table):
+    """The triggers as this code writes them, once an upgrade's steps have made what they use."""
+    drop_triggers(database, table)
+    create_triggers(database, table)
 
 
 def drop_triggers(database, table):
@@ -394,6 +404,7 @@ def installed(database, table):
     tables = ("stats_hour", "stats_bin", "stats_generation", *ARCHIVE_TABLES)
     return (
         wanted <= found
+        and population.installed(database, table)
         and all(database.table_exists(name) for name in tables)
         and {"labelled_changes", "archived"} <= {column.name for column in database.get_columns("stats_hour")}
     )

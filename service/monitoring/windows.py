@@ -21,8 +21,7 @@ from collections import OrderedDict
 import numpy as np
 
 from service.monitoring.histogram import Histogram
-from service.monitoring.pgcopy import copy_rows
-from service.monitoring.tables import (
+from service.monitoring.periods import (
     ALL,
     COARSE_BINS,
     DAY,
@@ -31,13 +30,14 @@ from service.monitoring.tables import (
     FINER,
     HOUR,
     HOUR_COARSE,
-    HOUR_COLUMNS,
     HOURS_IN,
     SQLITE,
     UNKNOWN_PERIOD,
     WEEK,
     dialect_of,
 )
+from service.monitoring.pgcopy import copy_rows
+from service.monitoring.tables import HOUR_COLUMNS
 
 
 def snapshot(database):

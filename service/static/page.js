@@ -35,14 +35,19 @@ function aligned(byVersion, fields) {
   return {columns, series};
 }
 
-// A chart over the series' whole window (since .. as_of), however few its points.
-function timeChart(id, window, fields, emptyMessage, range) {
+// A chart over the series' whole window (since .. as_of), however few its points; `levels` are
+// constant lines ({label, value}) drawn across it, such as the test set's ROC AUC.
+function timeChart(id, window, fields, emptyMessage, range, levels = []) {
   const element = document.getElementById(id);
   const byVersion = window.by_model_version;
   if (!Object.keys(byVersion).length) return nothingYet(element, emptyMessage);
   const {columns, series} = aligned(byVersion, fields);
   if (columns.slice(1).every((column) => column.every((value) => value == null))) {
     return nothingYet(element, emptyMessage);
+  }
+  for (const level of levels) {
+    columns.push(columns[0].map(() => level.value));
+    series.push({label: level.label, stroke: "#999", dash: [4, 4], points: {show: false}});
   }
   const scales = {x: {time: true, range: [Date.parse(window.since) / 1000, Date.parse(window.as_of) / 1000]}};
   if (range) scales.y = {range};
@@ -85,9 +90,30 @@ timeChart("served-by-hour", data.by_hour, [["predictions", "served"], ["labelled
           "No predictions in the last 48 hours.");
 timeChart("served-by-day", data.by_day, [["predictions", "served"], ["labelled", "labelled"]],
           "No predictions in the last 90 days.");
-timeChart("quality-by-day", data.by_day, [["roc_auc", "ROC AUC"]], "No labelled predictions yet.", [0, 1]);
+// Each bin of a feature: its share in training (left bar) and now (right bar).
+function driftChart(index, feature) {
+  const element = document.getElementById(`drift-${index + 1}`);
+  const labels = feature.bins.map((bin) => bin.bin);
+  const x = labels.map((_, i) => i);
+  const left = uPlot.paths.bars({size: [0.4, 30], align: -1});
+  const right = uPlot.paths.bars({size: [0.4, 30], align: 1});
+  const columns = [x, feature.bins.map((bin) => bin.training), feature.bins.map((bin) => bin.now)];
+  const series = [
+    {label: "bin", value: (u, i) => (i == null ? "" : labels[i])},
+    {label: "training", stroke: "#999", fill: "rgba(150,150,150,0.4)", paths: left, points: {show: false}},
+    {label: "now", stroke: COLOURS[0], fill: "rgba(31,119,180,0.45)", paths: right, points: {show: false}},
+  ];
+  const axes = [{values: (u, splits) => splits.map((i) => labels[i] ?? ""), rotate: -30, size: 60}, {}];
+  const scales = {x: {time: false, range: [-0.6, labels.length - 0.4]}, y: {range: [0, 1]}};
+  new uPlot({width: width(element), height: 260, series, axes, scales}, columns, element);
+}
+
+const tested = data.test_roc_auc == null ? [] : [{label: "test set", value: data.test_roc_auc}];
+timeChart("quality-by-day", data.by_day, [["roc_auc", "realised"], ["expected_roc_auc", "expected"]],
+          "No predictions yet.", [0, 1], tested);
 timeChart("loss-by-day", data.by_day, [["log_loss", "log loss"], ["brier_score", "Brier"]],
           "No labelled predictions yet.");
 calibration();
 histogram();
+data.drift.forEach((feature, index) => driftChart(index, feature));
 document.body.dataset.charts = "drawn";

@@ -1,8 +1,10 @@
 """What monitoring costs, for `make bench` (tools/bench/run.py calls it; it also runs on its own).
 
-1. GET /stats (whole history, ?hours=24, ?hours=168), /stats/series (30 days per day) on tables
-   of growing size, both backends: the rows are made in the database (probas uniform, outcomes
-   drawn from them, created_at spread over the last 30 days, two model versions) and the
+1. GET /stats (whole history, ?hours=24, ?hours=168), /stats/series (30 days per day) and
+   GET /drift (whole history, ?hours=24, ?hours=168) on tables of growing size, both backends:
+   the rows are made in the database (probas uniform, outcomes drawn from them, created_at
+   spread over the last 30 days, two model versions with the example's training profile, random
+   feature bins) and the
    triggers keep the totals as they would for real traffic (on PostgreSQL, then ANALYZE, as
    autovacuum would soon). One gunicorn worker reusing no answer; median of 5 calls, each
    (a) after a new prediction and its label (POST /predict, POST /update), as in a service
@@ -27,7 +29,10 @@ import time
 from pathlib import Path
 
 import requests
+from playhouse.db_url import connect
 
+from service.monitoring import population
+from tools.example import EXAMPLE_DIR
 from tools.servers import EXAMPLE_OBSERVATION, LiveServer, PostgresServer, postgres_bindir
 
 BENCH = Path(__file__).resolve().parent
@@ -37,8 +42,25 @@ QUERIES = {
     "/stats?hours=24": "last 24 hours",
     "/stats?hours=168": "last 7 days",
     "/stats/series?every=day&hours=720": "30 days, per day",
+    "/drift": "whole history",
+    "/drift?hours=24": "last 24 hours",
+    "/drift?hours=168": "last 7 days",
 }
+VERSIONS = ("older", "newer")
+# Each row's bins: one of the first four of each of the example's 8 features (every one has as many).
+SQLITE_BINS = " || ".join(["substr('0123', abs(random()) % 4 + 1, 1)"] * 8)
+POSTGRESQL_BINS = " || ".join(["substr('0123', floor(random() * 4)::int + 1, 1)"] * 8)
 MINUTES_IN_30_DAYS = 43_200
+
+
+def store_profiles(database_url):
+    """The example's training profile for both versions the rows are made with, so that /drift
+    compares them as it would a real model's."""
+    database = connect(database_url)
+    document = json.loads((EXAMPLE_DIR / "training_profile.json").read_text())
+    for version in VERSIONS:
+        population.store_profile(database, version, document)
+    database.close()
 
 
 def add_rows(database_url, postgres, first, last):
@@ -50,17 +72,18 @@ def add_rows(database_url, postgres, first, last):
                 drawn AS MATERIALIZED (SELECT i, ((abs(random()) % 1000000) + 0.5) / 1e6 AS p,
                                               (abs(random()) % 1000000) / 1e6 AS u FROM n)
                 INSERT INTO prediction (observation_id, observation, proba, true_class, model_version,
-                                        created_at, updated_at)
+                                        created_at, updated_at, feature_bins)
                 SELECT i, '{{}}', p, u < p, CASE WHEN i % 3 = 0 THEN 'older' ELSE 'newer' END,
-                       datetime('now', '-' || (i % {MINUTES_IN_30_DAYS}) || ' minutes'), datetime('now')
+                       datetime('now', '-' || (i % {MINUTES_IN_30_DAYS}) || ' minutes'), datetime('now'),
+                       {SQLITE_BINS}
                 FROM drawn""")
         return
     postgres.sql(
         f"""INSERT INTO prediction (observation_id, observation, proba, true_class, model_version,
-                                    created_at, updated_at)
+                                    created_at, updated_at, feature_bins)
         SELECT i, '{{}}', p, (u < p)::int, CASE WHEN i % 3 = 0 THEN 'older' ELSE 'newer' END,
                now() at time zone 'utc' - make_interval(mins => (i % {MINUTES_IN_30_DAYS})::int),
-               now() at time zone 'utc'
+               now() at time zone 'utc', {POSTGRESQL_BINS}
         FROM (SELECT i, random() AS p, random() AS u FROM generate_series({first}, {last}) AS i) AS drawn""",
         database=database_url.rsplit("/", 1)[1],
     )
@@ -151,6 +174,7 @@ def measure_backend(backend, postgres, scratch, sizes, flood_rows, flood_seconds
         else postgres.create_database("bench_stats")
     )
     LiveServer(url, workers=1).stop()  # the service creates its tables and triggers
+    store_profiles(url)
     timings, floods, made = [], {}, 0
     for size in sorted(set(sizes) | ({flood_rows} if flood_seconds else set())):
         started = time.perf_counter()
@@ -168,7 +192,7 @@ def measure_backend(backend, postgres, scratch, sizes, flood_rows, flood_seconds
 
 def print_tables(timings, floods):
     for mode, what in MODES.items():
-        print(f"\nGET /stats, one worker, median of 5 calls (ms), {what}:\n")
+        print(f"\nGET /stats and /drift, one worker, median of 5 calls (ms), {what}:\n")
         print("| backend | labelled rows | " + " | ".join(f"`{path}`" for path in QUERIES) + " |")
         print("|---|---:|" + "---:|" * len(QUERIES))
         for row in timings:
@@ -200,7 +224,7 @@ def targets(timings, floods):
         if row["rows"] in (1_000_000, 10_000_000):
             limit = 100 if row["rows"] == 1_000_000 else 1000
             worst = max(row["after_a_label"][path] for path in QUERIES)
-            target = f"{row['backend']}, {row['rows']:,} rows: every /stats query under {limit} ms"
+            target = f"{row['backend']}, {row['rows']:,} rows: every /stats and /drift query under {limit} ms"
             found[f"{target}, after a new label"] = worst < limit
     for backend, flooded in floods.items():
         found[f"{backend}, 12 /stats callers: /predict p50 at most 2x alone, no errors"] = (
