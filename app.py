@@ -78,13 +78,9 @@ class Prediction(Model):
         database = DB
 
 
-def create_or_upgrade_tables():
-    """Create the tables, or bring the schema up to date where that is quick (migrations.py)."""
-    # On a platform, a start that passes over many rows would miss its port: the release does it.
-    return migrations.prepare(DB, Prediction, None if PLATFORM is None else SETTINGS.UPGRADE_AT_START_ROWS)
-
-
-SCHEMA_STATE = create_or_upgrade_tables()  # until the schema is current, the database routes answer 503
+# Create the tables or bring the schema up to date (migrations.py), unless on a platform that means
+# passing over so many rows that the port is missed: its release does that. Until then, writes get 503.
+SCHEMA_STATE = migrations.prepare(DB, Prediction, SETTINGS.UPGRADE_AT_START_ROWS if PLATFORM else None)
 DB.close_all()  # no connection may be inherited by gunicorn's forked workers
 
 
@@ -174,10 +170,7 @@ def update():
             prediction.updated_at = utc_now()
             prediction.save()
     DB_FAULTS.succeeded()
-    answer = listing.record(prediction)
-    if not SETTINGS.UPDATE_RETURNS_OBSERVATION:
-        del answer["observation"]
-    return jsonify(answer)
+    return jsonify(listing.record(prediction, with_observation=SETTINGS.UPDATE_RETURNS_OBSERVATION))
 
 
 @app.get("/list-db-contents")
@@ -201,9 +194,7 @@ def stats():
 
 @app.get("/stats/series")
 def stats_series():
-    every, hours = reports.series_arguments(
-        request.args.get("every", "day"), request.args.get("hours", "720")
-    )
+    every, hours = reports.series_arguments(request.args)
     return jsonify(MONITOR.answers(utc_now(), ("series", every, hours))[0])
 
 
@@ -225,9 +216,8 @@ def index():
         index = {route.key: route.summary for route in routes.ROUTES}
         return jsonify({"model_version": MODEL_VERSION, "routes": index, "openapi": "/openapi.json"})
     questions = ("stats", None), ("series", "hour", 48.0), ("series", "day", 2160.0), ("drift", None)
-    stats_now, by_hour, by_day, drift_now = MONITOR.answers(utc_now(), *questions)
     filling = storage.usage(DB, SETTINGS.DATABASE_PLAN_GB, SETTINGS.DATABASE_WARN_SHARE, utc_now())
-    reports_now = (stats_now, by_hour, by_day, drift_now, filling)
+    reports_now = *MONITOR.answers(utc_now(), *questions), filling  # stats, by hour, by day, drift, filling
     page = owner_page.context(MODEL_CARD, readiness(), *reports_now, request.host_url)
     return render_template("index.html", **page)
 

@@ -97,7 +97,7 @@ def test_concurrent_create_tables_on_postgres_do_not_collide(database_url, postg
 
 def create_tables_at_once(service, barrier):
     barrier.wait()
-    service.create_or_upgrade_tables()
+    service.migrations.prepare(service.DB, service.Prediction, None)
 
 
 def race_for_one_id(servers, observation_id, observations):

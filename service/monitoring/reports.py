@@ -227,10 +227,10 @@ def rounded(value):
     return None if value is None else round(float(value), 6)
 
 
-def series_arguments(every, hours):
-    """/stats/series' arguments as sent (strings), checked: (every, hours)."""
-    every = schema.choice_argument("every", every, ("hour", "day"))
-    hours = schema.hours_argument(hours)
+def series_arguments(args):
+    """/stats/series' arguments (the query's mapping of strings), checked: (every, hours)."""
+    every = schema.choice_argument("every", args.get("every", "day"), ("hour", "day"))
+    hours = schema.hours_argument(args.get("hours", "720"))
     most = MAX_SERIES_POINTS * (24 if every == "day" else 1)
     if hours > most:
         raise ApiError(
