@@ -27,6 +27,35 @@ from tools.servers import (
 # mode, as managed plans' pooled URLs reach it.
 BACKENDS = ["sqlite", "postgresql", "pgbouncer"]
 
+# The files that take longest, longest first. pytest-xdist hands each worker whole files in the
+# order collected (`--no-loadscope-reorder` in pyproject.toml: by default it sorts them by their
+# number of tests, which left the benchmark's two long tests to start last and run alone while
+# the other workers sat idle). `pytest --durations=30` shows which files take longest.
+LONGEST_FIRST = [
+    "test_bench.py",
+    "test_deploy.py",
+    "test_live.py",
+    "test_connections.py",
+    "test_notebooks.py",
+    "test_upgrades.py",
+    "test_container.py",
+    "test_properties.py",
+    "test_page.py",
+    "test_hostile.py",
+    "test_platforms.py",
+    "test_your_model.py",
+    "test_refusals.py",
+    "test_aggregates.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def prod_venv():

@@ -169,10 +169,10 @@ def test_a_page_of_large_rows_is_streamed_without_growing_the_worker(database_ur
         f"SELECT n, {database.param}, 0.5, 'x' FROM (SELECT 1 AS n) AS one",
         (observation,),
     )
-    for _ in range(99):
+    for observation_id in range(2, 101):  # copies of the first row, each read alone
         database.execute_sql(
             "INSERT INTO prediction (observation_id, observation, proba, model_version) "
-            "SELECT MAX(observation_id) + 1, MIN(observation), 0.5, 'x' FROM prediction"
+            f"SELECT {observation_id}, observation, 0.5, 'x' FROM prediction WHERE observation_id = 1"
         )
     database.close()
     [worker] = worker_pids(server)
