@@ -51,6 +51,7 @@ def test_every_platform_file_releases_first_starts_the_same_web_command_and_chec
     assert (web["type"], web["runtime"], web["dockerfilePath"]) == ("web", "docker", "./Dockerfile")
     assert web["dockerCommand"] == WEB_COMMAND
     assert web["preDeployCommand"] == RELEASE_COMMAND
+    assert web["plan"] != "free"  # Render runs a pre-deploy command on paid instances only
     assert web["healthCheckPath"] == "/ready"
     [database] = render["databases"]
     wired = {
