@@ -9,11 +9,11 @@ Contract:
      back with pandas and checks that it holds exactly the rows selected, by count and by id;
      only then does the file take its name, and the archive is recorded (table `archive`).
   2. It moves the file's rows out of the table, `batch_rows` at a time, each batch in a
-     transaction of its own: into archived_prediction (the id, model_version, created_at, proba
-     and true_class, what /stats and an exact ROC AUC need, about a sixth of a row) and out of
-     the predictions table, whose triggers then count them as archived instead of taking them out
-     of the totals. Only rows still as the file has them (same updated_at) move; a row labelled
-     since stays in the table, and is counted in the report.
+     transaction of its own: into archived_prediction (the id, model_version, created_at, proba,
+     true_class and feature_bins, what /stats, an exact ROC AUC and /drift need, without the
+     observation) and out of the predictions table, whose triggers then count them as archived
+     instead of taking them out of the totals. Only rows still as the file has them (same
+     updated_at) move; a row labelled since stays in the table, and is counted in the report.
   Interrupted anywhere, the same command again goes on where it stopped: an existing file is
   read back (never written again) and its remaining rows moved. On PostgreSQL the moves go
   through functions that run with the owner's rights (SECURITY DEFINER), so a credential that

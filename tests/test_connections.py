@@ -180,6 +180,7 @@ def test_three_instances_through_one_pgbouncer_keep_every_guarantee(postgres, pg
     statuses = sum((load.statuses for load in loads), Counter())
     acknowledged = set().union(*(load.acknowledged for load in loads))
     stored = {row for (row,) in postgres.sql("SELECT observation_id FROM prediction", database="pooled")}
+    print(f"through one PgBouncer, 3 x 2 workers, 18 clients, 10 s: {statuses}, {len(stored)} rows")
     assert set(statuses) == {200}, statuses
     assert acknowledged <= stored
     assert stats["overall"]["predictions"] == len(stored)
