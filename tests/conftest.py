@@ -49,7 +49,16 @@ LONGEST_FIRST = [
 ]
 
 
+# A test that takes one of these starts a gunicorn or a browser of its own: not for `make check`.
+SERVER_FIXTURES = {"live_server", "browser"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
     def rank(item):
         name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)

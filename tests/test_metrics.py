@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tools.servers import EXAMPLE_OBSERVATION, LiveServer
 
+pytestmark = pytest.mark.slow  # each test starts gunicorn with its workers
+
 
 def scrape(server):
     answer = requests.get(f"{server.base}/metrics", timeout=30)
