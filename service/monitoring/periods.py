@@ -8,6 +8,9 @@ Contract:
   or POSTGRESQL, each a Dialect of the expressions that differ.
 - `window_start(hours, now)`: the first hour (or day) of the reports' windows, the one that holds
   `now - hours`; `start_time(period)` its start as the reports show it.
+- `row_source(column, *rows)` and `table_source(column, table, sign, where)`: the rows `r` a
+  count statement adds up, with `column` and the sign each counts with (a trigger's NEW and OLD,
+  or a table's rows).
 tables.py and population.py build their triggers from these.
 """
 
@@ -87,3 +90,19 @@ def window_start(hours, now, every_day=False):
 
 def start_time(period, every_day=False):
     return iso_utc(hour_start(period * (24 if every_day else 1)))
+
+
+def row_source(column, *rows):
+    """A subquery of trigger rows, ("NEW", 1) or ("OLD", -1): what every count reads, `column`
+    (the label for the totals, the bins for the population) and the sign each row counts with."""
+    columns = ("model_version", "created_at", "proba", column)
+    selects = []
+    for name, sign in rows:
+        picked = ", ".join(f"{name}.{each} AS {each}" for each in columns)
+        selects.append(f"SELECT {picked}, {sign} AS sign")
+    return f"({' UNION ALL '.join(selects)}) AS r"
+
+
+def table_source(column, table, sign, where=""):
+    """The same of a table's rows (or a trigger's transition table), each counted with `sign`."""
+    return f"(SELECT model_version, created_at, proba, {column}, {sign} AS sign FROM {table} {where}) AS r"

@@ -34,7 +34,7 @@ import json
 
 import numpy as np
 
-from service.monitoring.periods import ALL, DAY, FINE_BINS, HOUR, SQLITE, dialect_of, period
+from service.monitoring.periods import ALL, DAY, FINE_BINS, HOUR, SQLITE, dialect_of, period, table_source
 from service.timestamps import utc_now
 
 PROBA_BINS = 100
@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS model_profile (
     stored_at {timestamp} NOT NULL
 )"""
 COUNT_TABLES = ("stats_proba", "stats_feature")
+COLUMN = "feature_bins"  # what the counts read of a row, beside its version, time and proba
 
 
 def periods(dialect):
@@ -133,22 +134,6 @@ predictions = stats_feature.predictions + 1""",
     ]
 
 
-def row_source(*rows):
-    """A subquery of trigger rows: ("NEW", 1), ("OLD", -1)."""
-    selects = " UNION ALL ".join(
-        f"SELECT {name}.model_version AS model_version, {name}.created_at AS created_at, "
-        f"{name}.proba AS proba, {name}.feature_bins AS feature_bins, {sign} AS sign"
-        for name, sign in rows
-    )
-    return f"({selects}) AS r"
-
-
-def table_source(table, sign, where=""):
-    return (
-        f"(SELECT model_version, created_at, proba, feature_bins, {sign} AS sign FROM {table} {where}) AS r"
-    )
-
-
 # What moves a row's counts: its proba, version, time or bins; a new label moves nothing here.
 COUNTED_COLUMNS = ("proba", "model_version", "created_at", "feature_bins")
 
@@ -166,7 +151,7 @@ def install(database, table):
         database.execute_sql(f"DROP TABLE IF EXISTS {name}")
     for statement in TABLES.split(";"):
         database.execute_sql(statement + (" WITHOUT ROWID" if dialect is SQLITE else ""))
-    for source in (table_source(table, 1), table_source("archived_prediction", 1)):
+    for source in (table_source(COLUMN, table, 1), table_source(COLUMN, "archived_prediction", 1)):
         for statement in statements(dialect, source):
             database.execute_sql(statement)
     if dialect is not SQLITE:

@@ -37,8 +37,12 @@ from service.monitoring.periods import (
     SQLITE,
     dialect_of,
     period,
+    row_source,
+    table_source,
 )
 
+LABEL = "true_class"  # what the totals read of a row, beside its version, time and proba
+BINS = population.COLUMN  # what the population's counts read
 CLIP = 2.220446049250313e-16  # log loss clips probas to [CLIP, 1 - CLIP], as scikit-learn does (float64 eps)
 
 # stats_hour's sums, and the rows counted in them that the table no longer holds (archived).
@@ -133,20 +137,6 @@ def changes(dialect, source):
     return [hour_upsert(dialect, source), bin_upsert(dialect, source)]
 
 
-def row_source(*rows):
-    """A subquery of trigger rows: ("NEW", 1), ("OLD", -1)."""
-    selects = " UNION ALL ".join(
-        f"SELECT {name}.model_version AS model_version, {name}.created_at AS created_at, "
-        f"{name}.proba AS proba, {name}.true_class AS true_class, {sign} AS sign"
-        for name, sign in rows
-    )
-    return f"({selects}) AS r"
-
-
-def table_source(table, sign, where=""):
-    return f"(SELECT model_version, created_at, proba, true_class, {sign} AS sign FROM {table} {where}) AS r"
-
-
 # Archived predictions (archive.py): deleted from the table, kept in the totals. A deleted row is
 # archived when archived_prediction holds it, as the archive's transaction moved it there.
 def is_archived(row):
@@ -166,7 +156,7 @@ GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (model_version, hour) DO UPDATE SET archived = stats_hour.archived + excluded.archived"""
 
 
-ARCHIVED_SOURCE = table_source("archived_prediction", 1)
+ARCHIVED_SOURCE = table_source(LABEL, "archived_prediction", 1)
 ARCHIVE_TABLES = {
     "archive": """CREATE TABLE IF NOT EXISTS archive (
         id {serial} PRIMARY KEY, file TEXT NOT NULL, before_time {timestamp} NOT NULL,
@@ -194,8 +184,8 @@ TRIGGER_NAMES = sorted(SQLITE_TRIGGERS | POSTGRESQL_TRIGGERS)
 def counted(dialect, rows):
     """What a row's arrival (sign 1) or departure (-1) moves: the totals and the population."""
     return [
-        *changes(dialect, row_source(*rows)),
-        *population.statements(dialect, population.row_source(*rows)),
+        *changes(dialect, row_source(LABEL, *rows)),
+        *population.statements(dialect, row_source(BINS, *rows)),
     ]
 
 
@@ -215,28 +205,31 @@ def sqlite_triggers(table):
         trigger(
             "stats_on_insert",
             "INSERT",
-            [hour_upsert(SQLITE, row_source(*arrived)), *population.new_row_statements()],
+            [hour_upsert(SQLITE, row_source(LABEL, *arrived)), *population.new_row_statements()],
         ),
         trigger(
             "stats_on_labelled_insert",
             "INSERT",
-            [bin_upsert(SQLITE, row_source(*arrived))],
+            [bin_upsert(SQLITE, row_source(LABEL, *arrived))],
             "WHEN NEW.true_class IS NOT NULL",
         ),
         trigger(
-            "stats_on_update", "UPDATE", changes(SQLITE, row_source(*departed, *arrived)), f"WHEN {changed}"
+            "stats_on_update",
+            "UPDATE",
+            changes(SQLITE, row_source(LABEL, *departed, *arrived)),
+            f"WHEN {changed}",
         ),
         trigger(
             "population_on_update",
             "UPDATE",
-            population.statements(SQLITE, population.row_source(*departed, *arrived)),
+            population.statements(SQLITE, row_source(BINS, *departed, *arrived)),
             f"WHEN {moved}",
         ),
         trigger("stats_on_delete", "DELETE", counted(SQLITE, departed), f"WHEN NOT {is_archived('OLD')}"),
         trigger(
             "stats_on_archive",
             "DELETE",
-            [archived_upsert(SQLITE, row_source(*departed))],
+            [archived_upsert(SQLITE, row_source(LABEL, *departed))],
             f"WHEN {is_archived('OLD')}",
         ),
     ]
@@ -260,26 +253,26 @@ def postgresql_triggers(table):
         )
 
     kept = f"WHERE NOT {is_archived('d')}"
-    archived = table_source("departed AS d", -1, f"WHERE {is_archived('d')}")
-    archived_rows = population.table_source("archived_prediction", 1)
+    archived = table_source(LABEL, "departed AS d", -1, f"WHERE {is_archived('d')}")
+    archived_rows = table_source(BINS, "archived_prediction", 1)
     return [
         function(
             "stats_on_insert",
             [
-                *changes(POSTGRESQL, table_source("arrived", 1)),
-                *population.statements(POSTGRESQL, population.table_source("arrived", 1)),
+                *changes(POSTGRESQL, table_source(LABEL, "arrived", 1)),
+                *population.statements(POSTGRESQL, table_source(BINS, "arrived", 1)),
             ],
         ),
-        function("stats_on_update", changes(POSTGRESQL, row_source(("OLD", -1), ("NEW", 1)))),
+        function("stats_on_update", changes(POSTGRESQL, row_source(LABEL, ("OLD", -1), ("NEW", 1)))),
         function(
             "population_on_update",
-            population.statements(POSTGRESQL, population.row_source(("OLD", -1), ("NEW", 1))),
+            population.statements(POSTGRESQL, row_source(BINS, ("OLD", -1), ("NEW", 1))),
         ),
         function(
             "stats_on_delete",
             [
-                *changes(POSTGRESQL, table_source("departed AS d", -1, kept)),
-                *population.statements(POSTGRESQL, population.table_source("departed AS d", -1, kept)),
+                *changes(POSTGRESQL, table_source(LABEL, "departed AS d", -1, kept)),
+                *population.statements(POSTGRESQL, table_source(BINS, "departed AS d", -1, kept)),
                 archived_upsert(POSTGRESQL, archived),
             ],
         ),
@@ -323,7 +316,7 @@ def install(database, table):
         f"CREATE INDEX IF NOT EXISTS {table}_labelled_proba ON {table} (proba) WHERE true_class IS NOT NULL"
     )
     create_archive_tables(database)
-    for statement in [*changes(dialect, table_source(table, 1)), *archived_fill(dialect)]:
+    for statement in [*changes(dialect, table_source(LABEL, table, 1)), *archived_fill(dialect)]:
         database.execute_sql(statement)
     population.install(database, table)
     start_generation(database)
