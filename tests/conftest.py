@@ -66,6 +66,24 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: each file's tests keep their order
 
 
+def missing(message, tests):
+    """A real component this machine lacks: its tests are skipped, or fail under CI=true, where
+    every component the suite needs must run (`make test` installs them when it runs as root)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (under CI=true the {tests} must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def other_model_dirs(tmp_path_factory):
+    """The two other models of tests/models.py, trained once per test process: {name: directory}.
+    Tests read them; one that changes a file copies it first."""
+    from models import OTHER_MODELS
+
+    root = tmp_path_factory.mktemp("models")
+    return {name: make(root / name) for name, make in OTHER_MODELS.items()}
+
+
 @pytest.fixture(scope="session")
 def prod_venv():
     """The virtualenv `make run` builds: requirements_prod.txt and nothing else. Built by one test
@@ -81,10 +99,7 @@ def postgres():
     """A throwaway PostgreSQL cluster for the whole run (missing: skip, or fail under CI)."""
     bindir = postgres_bindir()
     if bindir is None:
-        message = "PostgreSQL server binaries not found; run tools/ensure-postgres"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (under CI=true the PostgreSQL tests must run)")
-        pytest.skip(message)
+        missing("PostgreSQL server binaries not found; run tools/ensure-postgres", "PostgreSQL tests")
     server = PostgresServer(bindir)
     yield server
     server.destroy()
@@ -95,10 +110,7 @@ def pgbouncer(postgres):
     """PgBouncer in transaction mode in front of the throwaway cluster (missing: skip, or fail
     under CI)."""
     if pgbouncer_binary() is None:
-        message = "pgbouncer not found; run tools/ensure-postgres"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (under CI=true the PgBouncer tests must run)")
-        pytest.skip(message)
+        missing("pgbouncer not found; run tools/ensure-postgres", "PgBouncer tests")
     bouncer = PgBouncer(postgres)
     yield bouncer
     bouncer.destroy()

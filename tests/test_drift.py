@@ -31,9 +31,8 @@ DRIFT_BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("drift-models")
-    return {"titanic": EXAMPLE_DIR} | {name: make(root / name) for name, make in OTHER_MODELS.items()}
+def model_dirs(other_model_dirs):
+    return {"titanic": EXAMPLE_DIR} | other_model_dirs
 
 
 @pytest.fixture(

@@ -4,13 +4,13 @@ and on one filled by replaying held-back passengers with their outcomes. Each lo
 the charts, compares the figures shown with /stats, fails on any console error, and keeps a
 screenshot in test-output/screenshots/."""
 
-import os
 import re
 import shutil
 
 import pytest
 import requests
 
+from conftest import missing
 from service.owner_page import FIGURES
 from tools import replay_example
 from tools.servers import REPO
@@ -24,10 +24,7 @@ def browser():
     webdriver = pytest.importorskip("selenium.webdriver")
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        message = "chromium and chromedriver not found; run tools/ensure-browser"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (under CI=true the browser tests must run)")
-        pytest.skip(message)
+        missing("chromium and chromedriver not found; run tools/ensure-browser", "browser tests")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):

@@ -27,9 +27,8 @@ MODELS = ["top-level", *OTHER_MODELS]
 
 
 @pytest.fixture(scope="session")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {"top-level": REPO} | {name: make(root / name) for name, make in OTHER_MODELS.items()}
+def model_dirs(other_model_dirs):
+    return {"top-level": REPO} | other_model_dirs
 
 
 @pytest.fixture(
