@@ -98,7 +98,7 @@ PROFILES = drift.Profiles(DB, MODEL_VERSION, *profile.read(SETTINGS.ARTIFACTS_DI
 MODEL_CARD = model_card.model_card(
     PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META, WARNINGS, PROFILES.from_file, PROFILES.why_none
 )
-OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, SETTINGS.MAX_BODY_BYTES)
+OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, SETTINGS.MAX_BODY_BYTES, auth.enforced(SETTINGS))
 
 # Requests that arrive together share one predict_proba call and one INSERT (a batch may be one).
 PREDICTOR = Predictor(PIPELINE, SCHEMA, Prediction, MODEL_VERSION, DB_FAULTS, PROFILES.codes)
@@ -175,8 +175,8 @@ def update():
 
 @app.get("/list-db-contents")
 def list_db_contents():
-    page = schema.page_argument("page", request.args.get("page", "1"), 10**9)
-    per_page = schema.page_argument("per_page", request.args.get("per_page", "100"), 1000)
+    page = schema.page_argument("page", request.args.get("page", "1"), schema.MAX_PAGE)
+    per_page = schema.page_argument("per_page", request.args.get("per_page", "100"), schema.MAX_PER_PAGE)
     rows = listing.page_json(Prediction, page, per_page, app.json.dumps)
     return Response(stream_with_context(rows), mimetype="application/json")
 

@@ -6,6 +6,7 @@ Contract:
 - `require(guard, token, path, authorization)` returns when the request may go on, else raises
   ApiError: 401 naming the header to send (with WWW-Authenticate where a browser may ask for the
   password), or 404 for a disabled route. Tokens are compared in constant time.
+- `enforced(settings)`: the guards whose token is set, so required (/openapi.json says so).
 """
 
 import base64
@@ -27,6 +28,10 @@ GUARDS = {
     "MONITORING_TOKEN": Guard("open", browser=True),
     "LIST_DB_TOKEN": Guard("disabled", browser=False),
 }
+
+
+def enforced(settings):
+    return tuple(guard for guard in GUARDS if getattr(settings, guard))
 
 
 def require(guard, token, path, authorization):

@@ -8,6 +8,11 @@ Contract:
   categories an encoder learnt in training listed where the model has them (not an enum: an
   unseen category is scored, with a warning). /update's true_class lists exactly what
   schema.Labels accepts. Every error answer is the one shape {"error": "..."}.
+- Each operation has an operationId (its path's words: "predict", "stats_series", "index" for /),
+  and /predict's 200 links to /update with the same id, so that a client generator or a
+  stateful fuzzer can follow a prediction to its outcome. A route whose token is set on this
+  server (`tokens`: the guard names in force) requires it as an HTTP bearer token; a route whose
+  token is unset is documented as open, as it is.
 - Schemas are JSON Schema 2020-12, which OpenAPI 3.1 uses as is, so a client can validate a
   request with any JSON Schema library. What JSON can't say (the bare NaN token, accepted as a
   missing value) is in the descriptions.
@@ -30,7 +35,7 @@ JSON_TYPES = {
 }
 
 
-def document(schema, labels, model_card, max_body_bytes):
+def document(schema, labels, model_card, max_body_bytes, tokens=()):
     return {
         "openapi": "3.1.0",
         "info": {
@@ -43,46 +48,74 @@ def document(schema, labels, model_card, max_body_bytes):
                 "bytes; a missing value may be sent as null or as the bare token NaN."
             ),
         },
-        "paths": paths(),
-        "components": {"schemas": schemas(schema, labels, model_card)},
+        "paths": paths(tokens, labels),
+        "components": {
+            "schemas": schemas(schema, labels, model_card),
+            "securitySchemes": {guard: BEARER for guard in tokens},
+        },
     }
+
+
+BEARER = {"type": "http", "scheme": "bearer", "description": "the token set on the server"}
 
 
 def ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def json_content(schema_object):
-    return {"application/json": {"schema": schema_object}}
+def json_content(schema_object, media_type="application/json"):
+    return {media_type: {"schema": schema_object}}
 
 
-def operation(route):
+def operation_id(route):
+    return route.path.strip("/").replace("/", "_").replace("-", "_").replace(".", "_") or "index"
+
+
+def answer_schema(route):
+    if route.media_type != "application/json":
+        return {"type": "string"}
+    return ref(route.answer_schema) if route.answer_schema else {"type": "object"}
+
+
+def outcome_link(labels):
+    """From a prediction to its outcome: /update with the id /predict was sent."""
+    body = {"id": "$request.body#/id", "true_class": labels.positive}
+    return {"RecordTheOutcome": {"operationId": "update", "requestBody": body}}
+
+
+def operation(route, tokens, labels):
     """The OpenAPI operation of a route of routes.ROUTES."""
-    answer = ref(route.answer_schema) if route.answer_schema else {"type": "object"}
-    responses = {"200": {"description": route.answer, "content": json_content(answer)}}
+    ok = {"description": route.answer, "content": json_content(answer_schema(route), route.media_type)}
+    if route.path == "/predict":
+        ok["links"] = outcome_link(labels)
+    responses = {"200": ok}
     for status in route.errors:
         responses[str(status)] = {"description": STATUSES[status], "content": json_content(ref("Error"))}
-    found = {"summary": route.summary, "responses": responses}
+    found = {"operationId": operation_id(route), "summary": route.summary, "responses": responses}
+    if route.guard in tokens:
+        found["security"] = [{route.guard: []}]
     if route.body is not None:
         found["requestBody"] = {"required": True, "content": json_content(ref(route.body))}
     if route.parameters:
-        found["parameters"] = [
-            {
-                "name": p.name,
-                "in": "query",
-                "required": False,
-                "description": p.description,
-                "schema": p.schema,
-            }
-            for p in route.parameters
-        ]
+        found["parameters"] = [query_parameter(p) for p in route.parameters]
     return found
 
 
-def paths():
+def query_parameter(parameter):
+    found = {
+        "name": parameter.name,
+        "in": "query",
+        "required": False,
+        "description": parameter.description,
+        "schema": parameter.schema,
+    }
+    return found | ({"style": "form", "explode": True} if parameter.exploded else {})
+
+
+def paths(tokens, labels):
     found = {}
     for route in ROUTES:
-        found.setdefault(route.path, {})[route.method.lower()] = operation(route)
+        found.setdefault(route.path, {})[route.method.lower()] = operation(route, tokens, labels)
     return found
 
 

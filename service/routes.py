@@ -11,12 +11,16 @@ Contract:
 
 from dataclasses import dataclass
 
+from service.monitoring.reports import SERIES_DEFAULT_HOURS, series_max_hours
+from service.schema import MAX_HOURS, MAX_PAGE, MAX_PER_PAGE
+
 
 @dataclass(frozen=True)
 class Parameter:
     name: str
     description: str
     schema: dict
+    exploded: bool = False  # an object whose properties are the query's arguments (style form)
 
 
 @dataclass(frozen=True)
@@ -31,20 +35,38 @@ class Route:
     answer_schema: str | None = None  # the 200's schema by name; None: a JSON object
     parameters: tuple = ()
     stores: bool = False  # reads or writes the predictions: 503 until the schema is current
+    media_type: str = "application/json"  # what a 200 is
 
     @property
     def key(self):
         return f"{self.method} {self.path}"
 
 
-HOURS = Parameter(
-    "hours", "the window, in hours back from now (the whole history without it)", {"type": "number"}
+WINDOW = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_HOURS}  # schema.hours_argument
+HOURS = Parameter("hours", "the window, in hours back from now (the whole history without it)", WINDOW)
+# every and hours as one object, because how far back a series may reach depends on its step.
+SERIES = Parameter(
+    "series",
+    "every: one point per hour or per day; hours: how far back (default "
+    f"{SERIES_DEFAULT_HOURS['hour']} by the hour, {SERIES_DEFAULT_HOURS['day']} by the day; "
+    f"at most {series_max_hours('hour')} by the hour, {series_max_hours('day')} by the day)",
+    {
+        "type": "object",
+        "properties": {
+            "every": {"enum": ["hour", "day"], "default": "day"},
+            "hours": {**WINDOW, "maximum": series_max_hours("day")},
+        },
+        "additionalProperties": False,
+        "if": {"required": ["every"], "properties": {"every": {"const": "hour"}}},
+        "then": {"properties": {"hours": {"maximum": series_max_hours("hour")}}},
+    },
+    exploded=True,
 )
-EVERY = Parameter("every", "one point per hour or per day", {"enum": ["hour", "day"], "default": "day"})
-SERIES_HOURS = Parameter("hours", "how far back, in hours (default 720)", {"type": "number"})
-PAGE = Parameter("page", "the page, from 1", {"type": "integer", "minimum": 1})
+PAGE = Parameter("page", "the page, from 1", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE})
 PER_PAGE = Parameter(
-    "per_page", "rows per page, at most 1000", {"type": "integer", "minimum": 1, "maximum": 1000}
+    "per_page",
+    f"rows per page, at most {MAX_PER_PAGE}",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
 )
 ROUTES = (
     Route(
@@ -94,7 +116,7 @@ ROUTES = (
         answer="one point per period that had predictions",
         errors=(400, 401, 429, 503),
         guard="MONITORING_TOKEN",
-        parameters=(EVERY, SERIES_HOURS),
+        parameters=(SERIES,),
         stores=True,
     ),
     Route(
@@ -124,6 +146,7 @@ ROUTES = (
         answer="Prometheus' text format",
         errors=(401,),
         guard="MONITORING_TOKEN",
+        media_type="text/plain",
     ),
     Route(
         "GET",

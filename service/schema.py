@@ -33,7 +33,10 @@ from service.errors import ApiError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also takes "²" and "٣", which int() refuses
-ASCII_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")
+# A JSON number in ASCII (a query string carries 1e-05 as a client's float prints it), not "inf".
+ASCII_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?")
+MAX_HOURS = 24 * 365 * 100
+MAX_PAGE, MAX_PER_PAGE = 10**9, 1000  # /list-db-contents' arguments
 
 
 def describe(value):
@@ -107,6 +110,8 @@ def checked_id(body):
     if "id" not in body:
         raise ApiError(400, "'id' is missing: send the observation's integer id")
     value = body["id"]
+    if is_integral_float(value) and INT64_MIN <= value <= INT64_MAX:
+        value = int(value)  # JSON Schema's integer: 7.0 is the integer 7
     if not is_integer(value) or not INT64_MIN <= value <= INT64_MAX:
         raise ApiError(400, f"'id' must be an integer between -2**63 and 2**63-1; got {describe(value)}")
     return value
@@ -163,8 +168,8 @@ def hours_argument(raw):
     """/stats' window in hours, or None for the whole history."""
     if raw is None:
         return None
-    hours = float(raw) if ASCII_NUMBER.fullmatch(raw) else -1  # float() also reads "٣", "inf", "1e3"
-    if not 0 < hours <= 24 * 365 * 100:
+    hours = float(raw) if ASCII_NUMBER.fullmatch(raw) else -1  # float() also reads "٣" and "inf"
+    if not 0 < hours <= MAX_HOURS:
         raise ApiError(400, f"'hours' must be a positive number of hours; got {raw!r}")
     return hours
 

@@ -102,7 +102,7 @@ def test_stats_per_model_version_and_over_a_window(client, service):
     assert recent["overall"]["predictions"] == 20
 
 
-@pytest.mark.parametrize("hours", ["abc", "0", "-5", "nan", "1e9", "inf", "\u0663", "\u00b2", "1e3"])
+@pytest.mark.parametrize("hours", ["abc", "0", "-5", "nan", "1e9", "inf", "\u0663", "\u00b2", "1e9999", "1e-9999"])
 def test_stats_window_must_be_a_positive_number_of_hours(client, hours):
     response = client.get(f"/stats?hours={hours}")
     assert response.status_code == 400
@@ -199,9 +199,17 @@ def test_series_has_a_point_per_hour_and_per_day_equal_to_the_rows_in_it(client,
         ("every=hour&hours=401", "'hours' may be at most 400 with every=hour (400 points); got 401"),
         ("every=day&hours=9601", "'hours' may be at most 9600 with every=day (400 points); got 9601"),
         ("hours=0", "'hours' must be a positive number of hours; got '0'"),
+        ("every=day&from=2026", "/stats/series takes 'every' and 'hours'; got ['from']"),
     ],
 )
 def test_series_refuses_bad_arguments(client, query, message):
     response = client.get(f"/stats/series?{query}")
     assert response.status_code == 400
     assert response.get_json() == {"error": message}
+
+
+@pytest.mark.parametrize(("query", "window"), [("every=hour", 48), ("", 720), ("every=hour&hours=1e2", 100)])
+def test_series_reaches_back_two_days_by_the_hour_and_thirty_by_the_day(client, query, window):
+    response = client.get(f"/stats/series?{query}")
+    assert response.status_code == 200
+    assert response.get_json()["window_hours"] == window

@@ -173,6 +173,7 @@ def distribution(histogram):
 
 
 MAX_SERIES_POINTS = 400
+SERIES_DEFAULT_HOURS = {"hour": 48, "day": 720}  # two days by the hour, thirty by the day
 
 
 def series_report(database, cache, every, hours, now):
@@ -227,11 +228,21 @@ def rounded(value):
     return None if value is None else round(float(value), 6)
 
 
+def series_max_hours(every):
+    return MAX_SERIES_POINTS * (24 if every == "day" else 1)
+
+
 def series_arguments(args):
-    """/stats/series' arguments (the query's mapping of strings), checked: (every, hours)."""
+    """/stats/series' arguments (the query's mapping of strings), checked: (every, hours). Its
+    document describes them as one object, so another argument is refused, not ignored."""
+    unknown = sorted(set(args) - {"every", "hours"})
+    if unknown:
+        raise ApiError(
+            400, f"/stats/series takes 'every' and 'hours'; got {schema.listed(unknown, where='')}"
+        )
     every = schema.choice_argument("every", args.get("every", "day"), ("hour", "day"))
-    hours = schema.hours_argument(args.get("hours", "720"))
-    most = MAX_SERIES_POINTS * (24 if every == "day" else 1)
+    hours = schema.hours_argument(args.get("hours", str(SERIES_DEFAULT_HOURS[every])))
+    most = series_max_hours(every)
     if hours > most:
         raise ApiError(
             400,
