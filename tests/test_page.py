@@ -4,6 +4,7 @@ and on one filled by replaying held-back passengers with their outcomes. Each lo
 the charts, compares the figures shown with /stats, fails on any console error, and keeps a
 screenshot in test-output/screenshots/."""
 
+import json
 import re
 import shutil
 
@@ -201,3 +202,79 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     assert '<p class="status warning" id="storage-warning">80% of the plan</p>' in html
     assert "80.0% of 10 GB" in html
     assert 'id="no-drift"' in html
+
+
+AXE = REPO / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+
+
+def axe_violations(browser):
+    """axe-core's audit of the page loaded now (WCAG 2 A and AA, and its best practices):
+    {rule: (impact, how many elements)}."""
+    if not AXE.exists():
+        missing("axe-core not installed; run tools/ensure-node-packages", "page audit")
+    browser.execute_script(AXE.read_text())
+    results = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then((r) => done(r.violations));"
+    )
+    return {found["id"]: (found["impact"], len(found["nodes"])) for found in results}
+
+
+def assert_readable(browser, state):
+    found = axe_violations(browser)
+    print(f"axe, {state}: {found or 'no violation'}")
+    assert {rule: seen for rule, seen in found.items() if seen[0] in ("serious", "critical")} == {}
+    for landmarks in ("landmark-one-main", "region"):  # every piece of content is in a landmark
+        assert landmarks not in found, found[landmarks]
+
+
+def scrolls_sideways(browser):
+    return browser.execute_script("return document.documentElement.scrollWidth > window.innerWidth")
+
+
+def test_the_page_passes_axe_in_every_state_and_fits_a_phone(live_server, tmp_path, browser):
+    server = live_server(f"sqlite:///{tmp_path}/predictions.db")
+    passengers = replay_example.held_back_passengers()
+
+    load(browser, server.base + "/", "axe-fresh")
+    assert_readable(browser, "fresh")
+    for passenger_id, passenger in passengers.head(20).iterrows():
+        observation = json.loads(passenger.drop("Survived").to_json())
+        assert server.post("/predict", {"id": int(passenger_id), "observation": observation}).ok
+    load(browser, server.base + "/", "axe-predictions-only")
+    assert_readable(browser, "predictions only")
+    replay_example.replay(server, passengers.iloc[20:60])  # 40 labelled, as an owner's first days
+    load(browser, server.base + "/", "axe-labelled")
+    assert_readable(browser, "with labels")
+    figures = browser.find_elements("css selector", "#quality-by-day details table tbody tr")
+    assert figures, "the drawn ROC AUC is also given as a table"
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+    try:
+        _, path = load(browser, server.base + "/", "phone-390px")
+        assert not scrolls_sideways(browser)
+        widest = browser.execute_script(
+            "return Math.max(...[...document.querySelectorAll('.chart canvas')]"
+            ".map((c) => c.getBoundingClientRect().right))"
+        )
+        assert widest <= PHONE["width"]
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE | {"height": height})
+        browser.save_screenshot(str(path))  # the whole page at a phone's width
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_the_page_with_a_warning_and_the_tokens_set_passes_axe(live_server, tmp_path, browser):
+    # A plan of 100 kB is full at once: the page warns that the database is filling.
+    env = {"DATABASE_PLAN_GB": "0.0001", "MONITORING_TOKEN": "s3cret", "WRITE_TOKEN": "w"}
+    server = live_server(f"sqlite:///{tmp_path}/predictions.db", env=env)
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": "Bearer s3cret"}})
+    try:
+        load(browser, server.base + "/", "axe-warning-tokens")
+        assert "of the plan" in browser.find_element("id", "storage-warning").text
+        assert_readable(browser, "with a warning and the tokens set")
+    finally:
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})

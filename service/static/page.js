@@ -7,8 +7,52 @@ const data = JSON.parse(document.getElementById("chart-data").textContent);
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
 function width(element) {
-  return Math.max(280, Math.min(element.clientWidth, 560));
+  return Math.max(200, Math.min(element.clientWidth, 560));  // a phone's width, or the grid's cell
 }
+
+function cellText(value) {
+  if (value == null) return "—";
+  return typeof value === "number" ? String(Math.round(value * 10000) / 10000) : value;
+}
+
+// What a chart draws, as a table a screen reader (or anyone) can read: one row per x.
+function figuresTable(element, header, rows) {
+  const details = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = "The figures as a table";
+  const box = document.createElement("div");
+  box.className = "scroll";
+  box.tabIndex = 0;
+  box.setAttribute("role", "region");
+  box.setAttribute("aria-label", `${element.querySelector("h3").textContent}: the figures`);
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const name of header) {
+    const cell = document.createElement("th");
+    cell.scope = "col";
+    cell.textContent = name;
+    head.appendChild(cell);
+  }
+  const body = table.createTBody();
+  for (const row of rows) {
+    const line = body.insertRow();
+    for (const value of row) line.insertCell().textContent = cellText(value);
+  }
+  box.appendChild(table);
+  details.append(summary, box);
+  element.appendChild(details);
+}
+
+// The chart, drawn for the eye, and its figures as a table beside it for everyone else.
+function draw(element, options, columns, xName, xText) {
+  const plot = new uPlot({...options, width: width(element)}, columns, element);
+  plot.root.setAttribute("aria-hidden", "true");
+  const header = [xName, ...options.series.slice(1).map((series) => series.label)];
+  const rows = columns[0].map((x, i) => [xText(x, i), ...columns.slice(1).map((column) => column[i])]);
+  figuresTable(element, header, rows);
+}
+
+const periodStart = (seconds) => new Date(seconds * 1000).toISOString().slice(0, 16).replace("T", " ");
 
 function nothingYet(element, message) {
   const note = document.createElement("p");
@@ -51,7 +95,7 @@ function timeChart(id, window, fields, emptyMessage, range, levels = []) {
   }
   const scales = {x: {time: true, range: [Date.parse(window.since) / 1000, Date.parse(window.as_of) / 1000]}};
   if (range) scales.y = {range};
-  new uPlot({width: width(element), height: 220, series, scales}, columns, element);
+  draw(element, {height: 220, series, scales}, columns, "period start (UTC)", periodStart);
 }
 
 function calibration() {
@@ -66,7 +110,7 @@ function calibration() {
     {label: "perfect calibration", stroke: "#999", dash: [4, 4], points: {show: false}},
   ];
   const scales = {x: {time: false, range: [0, 1]}, y: {range: [0, 1]}};
-  new uPlot({width: width(element), height: 260, series, scales}, columns, element);
+  draw(element, {height: 260, series, scales}, columns, "mean predicted", (x) => cellText(x));
 }
 
 function histogram() {
@@ -83,7 +127,7 @@ function histogram() {
     {label: "true class positive", stroke: COLOURS[1], fill: "rgba(214,39,40,0.35)", paths: bars, points: {show: false}},
   ];
   const scales = {x: {time: false, range: [0, 1]}};
-  new uPlot({width: width(element), height: 240, series, scales}, columns, element);
+  draw(element, {height: 240, series, scales}, columns, "probability from", (x) => cellText(x));
 }
 
 timeChart("served-by-hour", data.by_hour, [["predictions", "served"], ["labelled", "labelled"]],
@@ -105,7 +149,7 @@ function driftChart(index, feature) {
   ];
   const axes = [{values: (u, splits) => splits.map((i) => labels[i] ?? ""), rotate: -30, size: 60}, {}];
   const scales = {x: {time: false, range: [-0.6, labels.length - 0.4]}, y: {range: [0, 1]}};
-  new uPlot({width: width(element), height: 260, series, axes, scales}, columns, element);
+  draw(element, {height: 260, series, axes, scales}, columns, "bin", (x, i) => labels[i]);
 }
 
 const tested = data.test_roc_auc == null ? [] : [{label: "test set", value: data.test_roc_auc}];
