@@ -23,6 +23,8 @@ test: $(DEV_VENV)/.installed $(PROD_VENV)/.installed
 	tools/ensure-containers
 	tools/ensure-browser
 	tools/ensure-wrk
+	tools/ensure-prometheus
+	tools/ensure-node-packages
 	$(MAKE) lint
 	$(DEV_VENV)/bin/pytest
 

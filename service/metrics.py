@@ -7,9 +7,10 @@ Contract:
   unavailable, refused or error, as database.fault() tells them), `service_ready` (1 or 0, as
   the last /ready or scrape found it), `database_connections_allowed` (the instance's bound),
   `database_connections_open` (added up over the workers), the database's filling (`storage()`),
-  and for the running model version's last 24 hours `model_feature_psi` (feature) and
-  `model_expected_roc_auc` (`drift()`, from GET /drift's figures). A route is the URL rule that
-  matched ("unmatched" for a 404), so a client can't make a label per URL.
+  and for the running model version's last 24 hours `model_feature_psi` and
+  `model_feature_drifted` (feature), `model_expected_roc_auc` and `model_test_roc_auc` (`drift()`,
+  from GET /drift's figures). A route is the URL rule that matched ("unmatched" for a 404), so
+  a client can't make a label per URL. monitoring/alerts.yml says which of them page someone.
 - Across gunicorn's worker processes: when PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py
   sets it, to a fresh directory, before app.py is imported), every process writes its values
   to files there and `exposition()` adds them up, so a scrape answered by any worker counts
@@ -83,9 +84,20 @@ FEATURE_PSI = Gauge(
     ["feature"],
     multiprocess_mode="mostrecent",
 )
+FEATURE_DRIFTED = Gauge(
+    "model_feature_drifted",
+    "1 when GET /drift?hours=24 counts the feature as drifted (PSI past its threshold and chance)",
+    ["feature"],
+    multiprocess_mode="mostrecent",
+)
 EXPECTED_ROC_AUC = Gauge(
     "model_expected_roc_auc",
     "ROC AUC to expect over the last 24 hours if the probabilities are calibrated",
+    multiprocess_mode="mostrecent",
+)
+TEST_ROC_AUC = Gauge(
+    "model_test_roc_auc",
+    "ROC AUC on the held-out test set at training (the training profile's)",
     multiprocess_mode="mostrecent",
 )
 _open_now = [None]  # this process's last value, so that a request writes the gauge only on a change
@@ -117,8 +129,12 @@ def drift(version_report):
         return
     if version_report.get("expected_roc_auc") is not None:
         EXPECTED_ROC_AUC.set(version_report["expected_roc_auc"])
+    test_roc_auc = version_report.get("probabilities", {}).get("test_roc_auc")
+    if test_roc_auc is not None:
+        TEST_ROC_AUC.set(test_roc_auc)
     for feature in version_report.get("features", []):
         FEATURE_PSI.labels(feature["name"]).set(feature["psi"])
+        FEATURE_DRIFTED.labels(feature["name"]).set(feature["drifted"])
 
 
 def exposition():
