@@ -102,7 +102,9 @@ def test_stats_per_model_version_and_over_a_window(client, service):
     assert recent["overall"]["predictions"] == 20
 
 
-@pytest.mark.parametrize("hours", ["abc", "0", "-5", "nan", "1e9", "inf", "\u0663", "\u00b2", "1e9999", "1e-9999"])
+@pytest.mark.parametrize(
+    "hours", ["abc", "0", "-5", "nan", "1e9", "inf", "\u0663", "\u00b2", "1e9999", "1e-9999"]
+)
 def test_stats_window_must_be_a_positive_number_of_hours(client, hours):
     response = client.get(f"/stats?hours={hours}")
     assert response.status_code == 400

@@ -5,16 +5,20 @@ platform runs it in test_container.py."""
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from conftest import missing
 from service.migrations import CURRENT_VERSION, RELEASE_COMMAND
 from service.platforms import PLATFORMS
 from tools.example import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO
@@ -34,7 +38,6 @@ def dockerfile_cmd():
 def test_every_platform_file_releases_first_starts_the_same_web_command_and_checks_ready():
     procfile = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines())
     heroku = yaml.safe_load((REPO / "heroku.yml").read_text())
-    railway = json.loads((REPO / "railway.json").read_text())
     render = yaml.safe_load((REPO / "render.yaml").read_text())
     fly = tomllib.loads((REPO / "fly.toml").read_text())
     [web] = render["services"]
@@ -44,10 +47,6 @@ def test_every_platform_file_releases_first_starts_the_same_web_command_and_chec
     assert heroku["build"] == {"docker": {"web": "Dockerfile"}}
     assert heroku["release"] == {"image": "web", "command": [RELEASE_COMMAND]}
     assert heroku["run"] == {"web": WEB_COMMAND}
-    assert railway["build"]["builder"] == "DOCKERFILE"
-    assert railway["deploy"]["preDeployCommand"] == [RELEASE_COMMAND]
-    assert railway["deploy"]["startCommand"] == WEB_COMMAND
-    assert railway["deploy"]["healthcheckPath"] == "/ready"
     assert (web["type"], web["runtime"], web["dockerfilePath"]) == ("web", "docker", "./Dockerfile")
     assert web["dockerCommand"] == WEB_COMMAND
     assert web["preDeployCommand"] == RELEASE_COMMAND
@@ -63,6 +62,73 @@ def test_every_platform_file_releases_first_starts_the_same_web_command_and_chec
     assert fly["deploy"]["release_command"] == RELEASE_COMMAND
     assert fly["http_service"]["internal_port"] == int(fly["env"]["PORT"]) == 8080
     assert [check["path"] for check in fly["http_service"]["checks"]] == ["/ready"]
+
+
+NODE_MODULES = REPO / "tests" / "js" / "node_modules"
+# Runs the file's program as Railway's CLI would, with the SDK's own context and project(), and
+# prints what it defines and what the SDK's validateGraph finds wrong with it.
+RAILWAY_CHECK = """
+import { createRailwayContext, project, validateGraph } from "railway/iac";
+import program from "./definition.ts";
+
+const definition = await program(createRailwayContext({ environment: "production" }), project);
+const resources = (definition.resources ?? []).flat();
+const graph = {
+  version: 1 as const, project: { name: definition.name }, environments: [], resources, edges: [],
+};
+console.log(JSON.stringify({ problems: validateGraph(graph), resources }));
+"""
+
+
+def railway_definition(tmp_path, source=REPO / ".railway" / "railway.ts"):
+    """.railway/railway.ts type-checked (strict: an unknown key is an error) and run against
+    Railway's published SDK from npm, pinned in tests/js/package-lock.json."""
+    if not (NODE_MODULES / "railway").is_dir() or shutil.which("node") is None:
+        missing("Railway's SDK not installed; run tools/ensure-node-packages", "Railway SDK check")
+    shutil.copy(source, tmp_path / "definition.ts")
+    (tmp_path / "check.mts").write_text(RAILWAY_CHECK)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "node_modules").symlink_to(NODE_MODULES)
+    options = "--noEmit --strict --target es2022 --module nodenext --moduleResolution nodenext"
+    options += " --allowImportingTsExtensions"
+    tsc = [str(NODE_MODULES / ".bin" / "tsc"), *options.split(), "definition.ts", "check.mts"]
+    checked = subprocess.run(tsc, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    run = subprocess.run(
+        [str(NODE_MODULES / ".bin" / "tsx"), "check.mts"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_railway_applies_the_release_the_web_command_and_the_ready_check_with_a_database(tmp_path):
+    found = railway_definition(tmp_path)
+
+    assert found["problems"] == []
+    [database] = [r for r in found["resources"] if r["type"] == "database"]
+    [web] = [r for r in found["resources"] if r["type"] == "service"]
+    assert database["engine"] == "postgres"
+    assert web["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
+    assert web["deploy"]["startCommand"] == dockerfile_cmd() == WEB_COMMAND
+    assert web["deploy"]["preDeployCommand"] == [RELEASE_COMMAND]
+    assert web["deploy"]["healthcheckPath"] == "/ready"
+    wired = {"type": "reference", "resource": database["address"], "output": "DATABASE_URL"}
+    assert web["variables"]["DATABASE_URL"] == wired
+    assert not (REPO / "railway.json").exists()  # deprecated Config as Code: not shipped beside it
+
+
+def test_a_wrong_key_in_the_railway_file_fails_its_check(tmp_path):
+    wrong = tmp_path / "wrong.ts"
+    wrong.write_text(
+        (REPO / ".railway" / "railway.ts").read_text().replace("healthcheckPath", "healthCheckPath")
+    )
+    (tmp_path / "check").mkdir()
+    with pytest.raises(AssertionError, match="'healthCheckPath' does not exist in type 'DeployConfig'"):
+        railway_definition(tmp_path / "check", wrong)
 
 
 def start_app(tmp_path, env, script="import app"):
@@ -206,3 +272,27 @@ def test_make_release_upgrades_the_database_database_url_names(postgres, prod_ve
     assert result.returncode == 0, result.stderr
     versions = postgres.sql("SELECT max(version) FROM schema_version", database="by_hand")
     assert versions == [(CURRENT_VERSION,)]
+
+
+def test_a_cloud_sql_url_through_its_unix_socket_serves(postgres):
+    """Cloud Run mounts a Cloud SQL instance as a Unix socket in /cloudsql/<instance>/, and the
+    URL docs/deploying.md gives names it with ?host=. Here the instance's directory holds a link
+    to the test server's own socket, under the name PostgreSQL's default port gives it."""
+    from conftest import client_on_an_empty_table, import_app
+
+    postgres.create_database("cloud_sql")
+    root = Path(tempfile.mkdtemp(prefix="cs-"))  # a socket's path must be short (107 bytes)
+    instance = root / "cloudsql" / "my-project:europe-west1:predictions"
+    instance.mkdir(parents=True)
+    (instance / ".s.PGSQL.5432").symlink_to(postgres.root / f".s.PGSQL.{postgres.port}")
+    url = f"postgresql://postgres:unused-under-trust@/cloud_sql?host={instance}"
+
+    module = import_app(url)
+    try:
+        client = client_on_an_empty_table(module)
+        answer = client.post("/predict", json={"id": 1, "observation": EXAMPLE_OBSERVATION})
+        assert answer.status_code == 200
+        assert postgres.sql("SELECT count(*) FROM prediction", "cloud_sql") == [(1,)]
+    finally:
+        module.DB.close_all()
+        shutil.rmtree(root)
