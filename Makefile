@@ -4,6 +4,7 @@
 #   make check  the quick loop: the linters and every test that needs no server process
 #   make bench  the load benchmark (docs/performance.md)
 #   make bench-reload  what a reload (SIGHUP) costs clients (docs/performance.md)
+#   make bench-soak    half an hour at a steady rate: does memory, or anything, grow? (docs/performance.md)
 #   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
 #   make release      upgrade the schema of the database DATABASE_URL names (the release command)
 #   make archive BEFORE=2026-01-01  move older predictions to archive/*.csv, keeping them in /stats
@@ -13,7 +14,7 @@ PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test check lint bench bench-reload check-model release archive notebooks clean
+.PHONY: run test check lint bench bench-reload bench-soak check-model release archive notebooks clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
@@ -57,6 +58,10 @@ bench: $(DEV_VENV)/.installed
 # What a reload (SIGHUP) costs clients, with and without reuse_port (docs/operations.md).
 bench-reload: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python -m tools.bench.reload $(BENCH_ARGS)
+
+# BENCH_ARGS here: --minutes, --rate, --sample-seconds, --database-url (tools/bench/soak.py).
+bench-soak: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python -m tools.bench.soak $(BENCH_ARGS)
 
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .

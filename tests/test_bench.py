@@ -45,3 +45,16 @@ def test_make_bench_reload_prints_the_reload_table():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| reuse_port")]
     assert len(rows) >= 2, result.stdout
     assert rows[1].startswith("| reuse_port off (GUNICORN_REUSE_PORT=0) | 0.0 |"), rows
+
+
+def test_make_bench_soak_samples_each_worker_and_reports_growth():
+    """docs/performance.md's `make bench-soak`, shortened to three samples of 3 seconds."""
+    result = make("bench-soak", "BENCH_ARGS=--minutes 0.15 --sample-seconds 3 --rate 40")
+    assert result.returncode == 0, result.stdout + result.stderr
+    samples = re.findall(
+        r"^ +[\d.]+ +\d+ +0 +[\d.]+ +[\d.]+ +([\d.]+) MB (\d+) fds (\d+) db", result.stdout, re.M
+    )
+    assert len(samples) == 3, result.stdout
+    assert all(float(rss) > 50 and int(fds) > 0 and int(db) > 0 for rss, fds, db in samples)
+    assert "growth from minute 0.15 to minute 0.15:" in result.stdout
+    assert re.search(r"^  worker 2 rss_mb: [+-][\d.]+$", result.stdout, re.M), result.stdout
