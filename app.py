@@ -47,7 +47,7 @@ from service.timestamps import utc_now
 # Settings: every one from the environment, with a default that works on a laptop.
 SETTINGS = settings.read()
 logging.basicConfig(level=SETTINGS.LOG_LEVEL, format="%(levelname)s %(name)s: %(message)s")
-log = logging.getLogger("app")
+log = logging.getLogger(__name__)
 PLATFORM = platforms.detect(os.environ)  # Heroku, Railway, Render, Fly.io, Cloud Run, or None
 # A platform wipes its disk at each restart: SQLite there would lose every prediction, so no start.
 WARNINGS = platforms.database_warnings(PLATFORM, SETTINGS.DATABASE_URL, SETTINGS.ALLOW_EPHEMERAL_SQLITE)
@@ -59,7 +59,7 @@ POOL_SIZE = database.connections_per_worker(SETTINGS.DB_MAX_CONNECTIONS, SETTING
 url, options = database.pool_settings(SETTINGS.DATABASE_URL, POOL_SIZE, SETTINGS.DB_TIMEOUT_SECONDS)
 DB = connect(url, **options)
 database.add_missing_functions(DB)
-DB_FAULTS = database.Episodes()  # logs each run of database faults once; /ready asks it too
+DB_EPISODES = database.Episodes()  # logs each run of database faults once; /ready asks it too
 metrics.CONNECTIONS_ALLOWED.set(POOL_SIZE * SETTINGS.WEB_CONCURRENCY)  # gunicorn.conf.py logs it
 
 
@@ -80,8 +80,7 @@ class Prediction(Model):
 
 # Create the tables or bring the schema up to date (migrations.py), unless on a platform that means
 # passing over so many rows that the port is missed: its release does that. Until then, writes get 503.
-SCHEMA_STATE = migrations.prepare(DB, Prediction, SETTINGS.UPGRADE_AT_START_ROWS if PLATFORM else None)
-DB.close_all()  # no connection may be inherited by gunicorn's forked workers
+SCHEMA_STATE = migrations.prepare(DB, Prediction, SETTINGS.UPGRADE_AT_START_ROWS, on_platform=bool(PLATFORM))
 
 
 # Model artifacts: loaded once, checked once, so a broken deploy fails at start-up.
@@ -95,13 +94,16 @@ SCHEMA = schema.RequestSchema(COLUMNS, DTYPES, SETTINGS.MAX_STRING_CHARS)  # wha
 LABELS = schema.Labels(PIPELINE.classes_)  # negative first; predict_proba's second column is positive
 # The training data's profile, the reference for /drift; a model without one serves all the same.
 PROFILES = drift.Profiles(DB, MODEL_VERSION, *profile.read(SETTINGS.ARTIFACTS_DIR, PIPELINE_SHA256))
+if SCHEMA_STATE.is_current(DB):  # else the release stores it (service/commands.py)
+    PROFILES.store(DB)
+DB.close_all()  # no connection may be inherited by gunicorn's forked workers
 MODEL_CARD = model_card.model_card(
     PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META, WARNINGS, PROFILES.from_file, PROFILES.why_none
 )
 OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, SETTINGS.MAX_BODY_BYTES, auth.enforced(SETTINGS))
 
 # Requests that arrive together share one predict_proba call and one INSERT (a batch may be one).
-PREDICTOR = Predictor(PIPELINE, SCHEMA, Prediction, MODEL_VERSION, DB_FAULTS, PROFILES.codes)
+PREDICTOR = Predictor(PIPELINE, SCHEMA, Prediction, MODEL_VERSION, DB_EPISODES, PROFILES.codes)
 BATCHER = MicroBatcher(PREDICTOR.predict_batch, SETTINGS.MAX_BATCH_SIZE)
 # /stats and the page read running totals kept by the database, and callers that come at once
 # share one computation per worker, so a flood of them can't starve /predict.
@@ -115,13 +117,19 @@ app.config["DEBUG"] = False  # Flask would take FLASK_DEBUG from the environment
 
 
 @app.before_request
-def start_clock_and_check_token():
+def start_clock():
     g.started = time.perf_counter()
-    route = routes.BY_PATH.get(request.url_rule.rule) if request.url_rule else None
-    if route and route.guard:
-        token = getattr(SETTINGS, route.guard)
-        auth.require(route.guard, token, request.path, request.headers.get("Authorization", ""))
-    if route and route.stores and not SCHEMA_STATE.is_current(DB):
+
+
+@app.before_request
+def check_token_and_schema():
+    """Every rule the app serves has its row in routes.py (checked below, at start-up)."""
+    if request.url_rule is None:  # no such route: a 404 follows
+        return
+    route = SERVED[request.url_rule.rule]
+    if route.guard is not None:
+        auth.require(route.guard, SETTINGS, request.path, request.headers.get("Authorization", ""))
+    if route.needs_current_schema and not SCHEMA_STATE.is_current(DB):
         raise ApiError(503, SCHEMA_STATE.message)
 
 
@@ -169,7 +177,7 @@ def update():
             prediction.true_class = true_class
             prediction.updated_at = utc_now()
             prediction.save()
-    DB_FAULTS.succeeded()
+    DB_EPISODES.record_success()
     return jsonify(listing.record(prediction, with_observation=SETTINGS.UPDATE_RETURNS_OBSERVATION))
 
 
@@ -194,12 +202,12 @@ def stats():
 
 @app.get("/stats/series")
 def stats_series():
-    every, hours = reports.series_arguments(request.args)
+    every, hours = schema.series_arguments(request.args)
     return jsonify(MONITOR.answers(utc_now(), ("series", every, hours))[0])
 
 
 @app.get("/drift")
-def drift():
+def drift_report():
     hours = schema.hours_argument(request.args.get("hours"))
     return jsonify(MONITOR.answers(utc_now(), ("drift", hours))[0])
 
@@ -213,12 +221,16 @@ def openapi_document():
 def index():
     """A browser (asking for HTML first) gets the owner's page; any other client a JSON index."""
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
-        index = {route.key: route.summary for route in routes.ROUTES}
+        index = {route.key: route.summary for route in routes.LISTED}
         return jsonify({"model_version": MODEL_VERSION, "routes": index, "openapi": "/openapi.json"})
-    questions = ("stats", None), ("series", "hour", 48.0), ("series", "day", 2160.0), ("drift", None)
-    filling = storage.usage(DB, SETTINGS.DATABASE_PLAN_GB, SETTINGS.DATABASE_WARN_SHARE, utc_now())
-    reports_now = *MONITOR.answers(utc_now(), *questions), filling  # stats, by hour, by day, drift, filling
-    page = owner_page.context(MODEL_CARD, readiness(), *reports_now, request.host_url)
+    answers = MONITOR.answers(utc_now(), *owner_page.QUESTIONS.values())
+    page = owner_page.context(
+        card=MODEL_CARD,
+        refusal=readiness(),
+        filling=database_filling(),
+        base_url=request.host_url,
+        **dict(zip(owner_page.QUESTIONS, answers, strict=True)),
+    )
     return render_template("index.html", **page)
 
 
@@ -228,15 +240,20 @@ def health():
 
 
 def readiness():
-    if not SCHEMA_STATE.is_current(DB):
-        return SCHEMA_STATE.message
-    return database.readiness(DB, Prediction._meta.table_name, DB_FAULTS)
+    """None when ready, else why not; /metrics' service_ready follows it."""
+    refusal = SCHEMA_STATE.message if not SCHEMA_STATE.is_current(DB) else None
+    refusal = refusal or database.readiness(DB, Prediction._meta.table_name, DB_EPISODES)
+    metrics.READY.set(refusal is None)
+    return refusal
+
+
+def database_filling():
+    return storage.usage(DB, SETTINGS.DATABASE_PLAN_GB, SETTINGS.DATABASE_WARN_SHARE, utc_now())
 
 
 @app.get("/ready")
 def ready():
     refusal = readiness()
-    metrics.READY.set(refusal is None)
     if refusal is not None:
         return error_response(503, f"not ready: {refusal}")
     warnings = {"warnings": WARNINGS} if WARNINGS else {}
@@ -247,14 +264,14 @@ def ready():
 def prometheus_metrics():
     """Prometheus' text format, every worker's counters added up (service/metrics.py)."""
     try:
-        metrics.READY.set(readiness() is None)
-        metrics.storage(storage.usage(DB, SETTINGS.DATABASE_PLAN_GB, SETTINGS.DATABASE_WARN_SHARE, utc_now()))
+        readiness()
+        metrics.storage(database_filling())
         with contextlib.suppress(ApiError):  # paced out (a 429): the drift gauges keep their values
             drift_now = MONITOR.answers(utc_now(), ("drift", metrics.DRIFT_HOURS))[0]
             metrics.drift(drift_now["by_model_version"].get(MODEL_VERSION))
-    except database.DATABASE_ERRORS as exc:
+    except database.EXCEPTIONS as exc:
         metrics.READY.set(0)
-        metrics.DATABASE_ERRORS.labels(database.fault(exc).kind).inc()
+        metrics.DATABASE_ERRORS.labels(database.classify(exc).kind).inc()
     return Response(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
 
 
@@ -275,14 +292,14 @@ def http_error(exc):
     return error_response(found.status, found.message, found.headers)
 
 
-def database_fault(exc):
-    found = database.failed(DB, DB_FAULTS, exc)
+def database_failure(exc):
+    found = database.handle_failure(DB, DB_EPISODES, exc)
     metrics.DATABASE_ERRORS.labels(found.kind).inc()
     return error_response(500 if found.kind == "error" else 503, found.message)
 
 
-for fault_class in database.DATABASE_ERRORS:
-    app.register_error_handler(fault_class, database_fault)
+for exception_class in database.EXCEPTIONS:
+    app.register_error_handler(exception_class, database_failure)
 
 
 @app.errorhandler(Exception)
@@ -292,7 +309,10 @@ def unexpected_error(exc):
 
 
 # Commands beside the web process: the release's schema upgrade, and archiving (service/commands.py).
-commands.register(app, Prediction, SETTINGS)
+commands.register(app, Prediction, SETTINGS, after_upgrade=PROFILES.store)
+
+# Every rule served has its row in the route table, or the service does not start (routes.py).
+SERVED = routes.served(app.url_map)
 
 
 if __name__ == "__main__":

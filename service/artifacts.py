@@ -27,7 +27,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger("app")
+log = logging.getLogger(__name__)
 CHECKED_PACKAGES = ("scikit-learn", "pandas", "numpy")
 
 

@@ -3,7 +3,9 @@
     flask --app app upgrade-database        the release command: every pending schema step
     flask --app app archive-predictions --before 2026-01-01 [--to FILE]
 
-Contract: `register(app, prediction_model, settings)` adds them to app.cli. Both connect through
+Contract: `register(app, prediction_model, settings, after_upgrade)` adds them to app.cli;
+`after_upgrade(database)` runs once the release's upgrade is done (app.py stores the model's
+training profile there: a web process started behind the release could not). Both connect through
 DATABASE_DIRECT_URL when it is set (a pooler in front of DATABASE_URL may end a long transaction
 or its lock), else DATABASE_URL, with one connection.
 """
@@ -21,13 +23,14 @@ def direct_database(settings):
     return connect(url, **options)
 
 
-def register(app, prediction_model, settings):
+def register(app, prediction_model, settings, after_upgrade):
     @app.cli.command("upgrade-database")
     def upgrade_database():
         """Apply every pending schema step: the release command (docs/deploying.md)."""
         direct = direct_database(settings)
         with direct.bind_ctx([prediction_model]):
             click.echo(migrations.upgrade(direct, prediction_model))
+        after_upgrade(direct)
 
     @app.cli.command("archive-predictions")
     @click.option(

@@ -6,7 +6,8 @@ Contract:
   spelling), or a RuntimeError naming the schemes it takes.
 - `add_missing_functions(database)` gives SQLite the ln() that /stats' SQL uses where its build
   lacks the math functions.
-- `fault(exc)` sorts a database exception into a `Fault`: "unavailable" (down, unreachable,
+- `EXCEPTIONS`: every exception class peewee raises for a database fault, and its pool's own.
+- `classify(exc)` sorts a database exception into a `Fault`: "unavailable" (down, unreachable,
   no free connection, a lock or deadlock: retrying later can succeed), "refused" (read-only,
   permission denied, disk or storage full: nothing succeeds until an operator acts), or
   "error" (a SQL mistake, an unexpected constraint: a bug, 500). Each carries the message a
@@ -16,15 +17,20 @@ Contract:
 - `write_refusal(database, table)` says, with one cheap query and no write, whether the database
   would refuse writes for a reason it can see (PostgreSQL: read-only, INSERT or UPDATE revoked);
   `readiness()` adds the refusal a recent write met, for /ready.
-- `failed(database, episodes, exc)`: what a route's database exception means, logged once per
-  episode, its connection dropped.
+- `handle_failure(database, episodes, exc)`: what a route's database exception means, logged once
+  per episode, its connection dropped.
 - Connections: each worker's pool holds at most `connections_per_worker(DB_MAX_CONNECTIONS,
   workers)`. A connection PostgreSQL (or PgBouncer) refuses for a connection limit is waited for,
   up to DB_TIMEOUT_SECONDS, then answered with CONNECTION_LIMIT ("the database's connection
   limit is reached", not "unavailable"). While any process of the instance waits so (PRESSURE,
   in memory the workers share), `give_back()` closes each request's connection instead of
-  pooling it, and a thread per process closes the pool's idle ones, so that whichever worker a
-  request reaches gets a connection, even when the database allows one for all of them.
+  pooling it, and a thread per database object and process closes the pool's idle ones, so that
+  whichever worker a request reaches gets a connection, even when the database allows one for
+  all of them.
+- The pools are peewee's, through its public interface, plus `CountedConnections`: a small mixin
+  that sees each connection the driver opens and closes (peewee's `_connect` and `_close`, the
+  methods every backend of peewee defines), for `connections_open()`. tests/test_connections.py
+  fails on a peewee that stops calling them.
 """
 
 import logging
@@ -34,16 +40,16 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
-from peewee import DatabaseError, InterfaceError, OperationalError, SqliteDatabase
+from peewee import DatabaseError, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import register_database
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-# Every exception peewee raises for a database fault, and the pool's own.
-DATABASE_ERRORS = (DatabaseError, InterfaceError, MaxConnectionsExceeded)
+EXCEPTIONS = (DatabaseError, InterfaceError, MaxConnectionsExceeded)
 
-log = logging.getLogger("database")
+log = logging.getLogger(__name__)
 
 
 def pool_settings(url, pool_size, timeout_seconds):
@@ -54,7 +60,7 @@ def pool_settings(url, pool_size, timeout_seconds):
         # WAL lets readers and the writer work at once, synchronous=NORMAL makes a commit
         # cheap while staying durable across a crash of the service, and BEGIN IMMEDIATE
         # plus a busy timeout make concurrent writers queue instead of failing "locked".
-        return f"sqlite+pool://{rest}", {
+        return f"sqlite+counted://{rest}", {
             "pragmas": {
                 "journal_mode": "wal",
                 "synchronous": "normal",
@@ -185,7 +191,7 @@ def at_connection_limit(error):
     )
 
 
-def fault(exc):
+def classify(exc):
     if isinstance(exc, MaxConnectionsExceeded):
         return NO_CONNECTION
     original = driver_error(exc)
@@ -216,7 +222,7 @@ class Episodes:
         self.current = None  # the Fault of the episode under way
         self.started = self.count = 0
 
-    def failed(self, found, exc):
+    def record_failure(self, found, exc):
         with self._lock:
             if self.current == found:
                 self.count += 1
@@ -229,7 +235,7 @@ class Episodes:
         else:
             self.logger.error("database %s: %s; %s", found.cause, detail, quiet)
 
-    def succeeded(self):
+    def record_success(self):
         if self.current is None:  # the usual case, without taking the lock
             return
         with self._lock:
@@ -278,11 +284,11 @@ def readiness(database, table, episodes):
     return None if refusal is None else refusal.message
 
 
-def failed(database, episodes, exc):
+def handle_failure(database, episodes, exc):
     """The Fault of a request's database exception, logged once per episode. A connection that
     failed for any reason but a bug is never handed out again: the next one starts afresh."""
-    found = fault(exc)
-    episodes.failed(found, exc)
+    found = classify(exc)
+    episodes.record_failure(found, exc)
     if found.kind != "error":
         try:
             database.manual_close()
@@ -315,13 +321,58 @@ class ConnectionPressure:
 PRESSURE = ConnectionPressure()
 
 
-class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase):
+class CountedConnections:
+    """Below peewee's pool, above the driver: every connection the driver opens, until it is closed
+    by the pool, or by the server (a dropped psycopg2 connection says so in `closed`, and the pool
+    throws it away without closing it: such ones are forgotten when next counted)."""
+
+    def __init__(self, *args, **kwargs):
+        self._count_lock, self._driver_connections = threading.Lock(), set()
+        super().__init__(*args, **kwargs)
+
+    def _connect(self):
+        connection = super()._connect()
+        with self._count_lock:
+            self._driver_connections.add(connection)
+        return connection
+
+    def _close(self, connection):
+        with self._count_lock:
+            self._driver_connections.discard(connection)
+        super()._close(connection)
+
+    def connections_open(self):
+        with self._count_lock:
+            self._driver_connections = {c for c in self._driver_connections if not getattr(c, "closed", 0)}
+            return len(self._driver_connections)
+
+
+class CountedSqliteDatabase(CountedConnections, SqliteDatabase):
+    pass
+
+
+class CountedPostgresqlDatabase(CountedConnections, PostgresqlDatabase):
+    pass
+
+
+class CountedPooledSqliteDatabase(PooledSqliteDatabase, CountedSqliteDatabase):
+    """peewee's SQLite pool, counting its connections (the mixin sits between pool and driver)."""
+
+
+register_database(CountedPooledSqliteDatabase, "sqlite+counted")
+
+
+class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase, CountedPostgresqlDatabase):
     """peewee's pool, except that a new connection the server refuses for its connection limit is
     waited for (up to the pool's timeout) instead of failing at once. Meanwhile every process of
     the instance hears of it (PRESSURE) and gives its idle connections back (give_back, reaper)."""
 
+    def __init__(self, database, timeout=None, **kwargs):
+        self.wait_seconds = min(timeout or 60, 60)
+        super().__init__(database, timeout=timeout, **kwargs)
+
     def connect(self, reuse_if_open=False):
-        deadline = time.monotonic() + min(self._wait_timeout, 60)
+        deadline = time.monotonic() + self.wait_seconds
         pause = 0.02
         while True:
             try:
@@ -330,8 +381,7 @@ class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase):
                 if not at_connection_limit(driver_error(exc)) or time.monotonic() + pause > deadline:
                     raise
                 PRESSURE.signal()
-                with self._pool_available:  # woken when one of this worker's own comes back
-                    self._pool_available.wait(pause)
+                time.sleep(pause)
                 pause = min(2 * pause, 0.25)
 
 
@@ -350,26 +400,25 @@ def give_back(database):
     start_reaper(database)
 
 
-REAPERS = {}  # process id -> the thread giving idle connections back under pressure
-
-
 def start_reaper(database, every_seconds=0.1):
-    """In each process once: a thread that closes the pool's idle connections while PRESSURE is
-    recent, so that a worker with no request to serve holds none another worker needs."""
-    if os.getpid() in REAPERS:
+    """Once per database object in each process: a thread that closes the pool's idle connections
+    while PRESSURE is recent, so that a worker with no request to serve holds none another worker
+    needs. (A forked worker inherits the object but not the thread: hence the process id.)"""
+    if getattr(database, "reaper_pid", None) == os.getpid():
         return
+    database.reaper_pid = os.getpid()
+    pool = weakref.ref(database)  # the thread ends with the database object
 
     def reap():
-        while True:
-            time.sleep(every_seconds)
+        while (found := pool()) is not None:
             if PRESSURE.recent():
-                database.close_idle()
+                found.close_idle()
+            del found
+            time.sleep(every_seconds)
 
-    thread = threading.Thread(target=reap, name="connection-reaper", daemon=True)
-    REAPERS[os.getpid()] = thread
-    thread.start()
+    threading.Thread(target=reap, name="connection-reaper", daemon=True).start()
 
 
 def connections_open(database):
     """This process's connections to the database, in use and idle."""
-    return len(getattr(database, "_in_use", ())) + len(getattr(database, "_connections", ()))
+    return database.connections_open()

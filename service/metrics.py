@@ -4,7 +4,7 @@ Contract:
 - The metrics: `http_requests_total` (route, method, status), `http_request_duration_seconds`
   (route; a histogram), `predict_batch_size` (a histogram of rows per predict_proba call),
   `predictions_total` (model_version; new rows stored), `database_errors_total` (kind:
-  unavailable, refused or error, as database.fault() tells them), `service_ready` (1 or 0, as
+  unavailable, refused or error, as database.classify() tells them), `service_ready` (1 or 0, as
   the last /ready or scrape found it), `database_connections_allowed` (the instance's bound),
   `database_connections_open` (added up over the workers), the database's filling (`storage()`),
   and for the running model version's last 24 hours `model_feature_psi` and

@@ -1,9 +1,10 @@
-"""The predictions table's schema, brought up to date in place at start-up.
+"""The predictions table's schema, brought up to date in place: by the release, or at start-up.
 
 Contract:
-- `upgrade(database, prediction_model)` runs once, in gunicorn's master before it forks the
-  workers. In one transaction (on PostgreSQL under an advisory lock, on SQLite under its write
-  lock, so instances starting together take turns and the first does the work), it:
+- `upgrade(database, prediction_model)` is the release command's work (`RELEASE_COMMAND`, run
+  by the platform before a new version takes traffic, or by hand). In one transaction (on
+  PostgreSQL under an advisory lock, on SQLite under its write lock, so instances starting
+  together take turns and the first does the work), it:
   - creates the tables on an empty database;
   - otherwise reads the schema version recorded in `schema_version`, or, where none is
     recorded, recognises the table: the tutorial's own (version 0) or this repository's
@@ -18,7 +19,10 @@ Contract:
   created once the steps are done.
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
-- `prepare(database, prediction_model, most_rows)` is upgrade() as app.py runs it at start-up.
+- `prepare(database, prediction_model, most_rows, on_platform)` is what app.py runs at start-up,
+  in gunicorn's master before it forks the workers: upgrade()'s work where it is quick (always
+  on a laptop; on a platform, only when no step passes over more than `most_rows` rows and no
+  release holds the lock), else a `SchemaState` that answers 503 until the release is done.
 - Rows are never deleted or rewritten. Rows from the tutorial's table get model_version
   "unrecorded" and no timestamps (NULL: nobody knows when they were made).
 """
@@ -26,7 +30,7 @@ Contract:
 import logging
 import threading
 import time
-from datetime import datetime
+from dataclasses import dataclass
 
 from peewee import (
     BigIntegerField,
@@ -44,8 +48,9 @@ from service import archive
 from service import database as databases
 from service.monitoring import population as populations
 from service.monitoring import tables as totals
+from service.timestamps import utc_now
 
-log = logging.getLogger("migrations")
+log = logging.getLogger(__name__)
 
 CURRENT_VERSION = 6
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
@@ -53,6 +58,14 @@ UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versi
 
 class SchemaError(RuntimeError):
     """The database's schema is one this service can't use or bring up to date."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an upgrade did: its message for the log, and which kind of thing that was."""
+
+    message: str
+    kind: str  # "created", "upgraded", "repaired" (the totals rebuilt) or "current" (nothing to do)
 
 
 class SchemaVersion(Model):
@@ -95,15 +108,15 @@ def running_totals(database, migrator, table):
     totals.install(database, table)
 
 
+def change_counts(database, migrator, table):
+    """Version 3 -> 4: the counts that tell /stats which periods' cells it may take from its cache."""
+    totals.add_change_counts(database, table)
+
+
 def archives(database, migrator, table):
     """Version 4 -> 5: the tables the archive moves predictions to, counted in the totals."""
     totals.add_archives(database, table)
     archive.install(database, table)
-
-
-def change_counts(database, migrator, table):
-    """Version 3 -> 4: the counts that tell /stats which periods' cells it may take from its cache."""
-    totals.add_change_counts(database, table)
 
 
 def population(database, migrator, table):
@@ -133,11 +146,11 @@ def upgrade(database, prediction_model):
     SchemaVersion.bind(database)  # not bind_ctx(): threads upgrading at once would unbind it for the others
     with database.connection_context(), database.atomic():
         take_turns(database)
-        return upgrade_locked(database, prediction_model)
+        return upgrade_locked(database, prediction_model).message
 
 
 def upgrade_locked(database, prediction_model):
-    """upgrade()'s work, inside its transaction and lock."""
+    """upgrade()'s work, inside its transaction and lock: an Outcome."""
     table = prediction_model._meta.table_name
     if not database.table_exists(table):
         database.create_tables([prediction_model, SchemaVersion])
@@ -145,7 +158,7 @@ def upgrade_locked(database, prediction_model):
         archive.install(database, table)
         if not SchemaVersion.select().where(SchemaVersion.version == CURRENT_VERSION).exists():
             record(CURRENT_VERSION, "created the tables")
-        return f"created the tables (schema version {CURRENT_VERSION})"
+        return Outcome(f"created the tables (schema version {CURRENT_VERSION})", "created")
     found = recorded_version(database, table)
     if found > CURRENT_VERSION:
         raise SchemaError(
@@ -165,10 +178,10 @@ def upgrade_locked(database, prediction_model):
         totals.install(database, table)
         archive.install(database, table)
         missing = "the running totals were missing and are rebuilt from the rows"
-        return f"schema version {CURRENT_VERSION}; {missing}"
+        return Outcome(f"schema version {CURRENT_VERSION}; {missing}", "repaired")
     if found == CURRENT_VERSION:
-        return f"schema version {CURRENT_VERSION}, up to date"
-    return f"upgraded the schema in place from version {found} to {CURRENT_VERSION}"
+        return Outcome(f"schema version {CURRENT_VERSION}, up to date", "current")
+    return Outcome(f"upgraded the schema in place from version {found} to {CURRENT_VERSION}", "upgraded")
 
 
 def take_turns(database, wait=True):
@@ -218,7 +231,7 @@ def run_step(database, migrator, table, version, step):
 
 
 def record(version, description):
-    SchemaVersion.create(version=version, applied_at=datetime.now(), description=description)
+    SchemaVersion.create(version=version, applied_at=utc_now(), description=description)
 
 
 # The column types each field can live with, as each backend names them.
@@ -238,17 +251,28 @@ USABLE_TYPES = {
         "timestamp": {"datetime", "timestamp"},
     },
 }
-FIELD_TYPES = {
-    "id": "integer",
-    "observation_id": "bigint",
-    "observation": "text",
-    "proba": "double",
-    "true_class": "integer",
-    "model_version": "text",
-    "created_at": "timestamp",
-    "updated_at": "timestamp",
-    "feature_bins": "text",
+# Each peewee field type of the Prediction model (app.py, where the columns are declared once),
+# as one of USABLE_TYPES' kinds.
+FIELD_KINDS = {
+    "AUTO": "integer",
+    "INT": "integer",
+    "BIGINT": "bigint",
+    "DOUBLE": "double",
+    "FLOAT": "double",
+    "TEXT": "text",
+    "VARCHAR": "text",
+    "DATETIME": "timestamp",
 }
+
+
+def usable_types(backend, field):
+    kind = FIELD_KINDS.get(field.field_type)
+    if kind is None:
+        raise SchemaError(
+            f"the Prediction model's field {field.name} is a {field.field_type} field, which "
+            "service/migrations.py can't check: add its kind to FIELD_KINDS"
+        )
+    return USABLE_TYPES[backend][kind]
 
 
 def check_usable(database, prediction_model):
@@ -256,11 +280,11 @@ def check_usable(database, prediction_model):
     backend = "sqlite" if isinstance(database, SqliteDatabase) else "postgresql"
     columns = database.get_columns(table)
     found = {column.name: column.data_type.lower().split("(")[0].strip() for column in columns}
-    for name in prediction_model._meta.columns:
+    for name, field in prediction_model._meta.columns.items():
         if name not in found:
             raise SchemaError(f"table {table} has no column {name}: restore it, or use another database")
-        if found[name] not in USABLE_TYPES[backend][FIELD_TYPES[name]]:
-            expected = sorted(USABLE_TYPES[backend][FIELD_TYPES[name]])
+        if found[name] not in usable_types(backend, field):
+            expected = sorted(usable_types(backend, field))
             raise SchemaError(
                 f"column {table}.{name} is {found[name]}, and this service needs one of {expected}: "
                 f"change its type (ALTER TABLE {table} ALTER COLUMN {name} TYPE ...) or point "
@@ -289,12 +313,12 @@ class SchemaState:
         return self.message is None
 
 
-def prepare(database, prediction_model, most_rows=None):
+def prepare(database, prediction_model, most_rows, on_platform=False):
     """The schema as a web process starts: a SchemaState. Tables are created, and an upgrade is
-    applied, only when no step passes over more than `most_rows` rows (None: any number, as on a
-    laptop, where no platform waits for the port). Otherwise, or while another
-    process holds the upgrade's lock, the state says to run the release command and the service
-    answers 503 meanwhile. A database fault is a RuntimeError saying what failed."""
+    applied, at once on a laptop; on a platform (which gives the process a minute to bind its
+    port) only when no step passes over more than `most_rows` rows and no other process (the
+    release) holds the upgrade's lock. Otherwise the state says to run the release command and
+    the service answers 503 meanwhile. A database fault is a RuntimeError saying what failed."""
     table = prediction_model._meta.table_name
     try:
         with database.connection_context():
@@ -303,26 +327,24 @@ def prepare(database, prediction_model, most_rows=None):
                 check_usable(database, prediction_model)
                 return SchemaState()
             SchemaVersion.bind(database)
+            creating = found is None
             with database.atomic():
-                # Waiting for the lock is quick only when creating the tables, or on a laptop.
-                if not take_turns(database, wait=most_rows is None or found is None):
+                # Waiting for the lock is quick only when creating the tables; a laptop may wait.
+                if not take_turns(database, wait=creating or not on_platform):
                     return SchemaState(behind(found, "another process (the release) is upgrading it"))
-                if (
-                    found is not None
-                    and most_rows is not None
-                    and passes_over(database, table, found, most_rows)
-                ):
+                if on_platform and not creating and passes_over(database, table, found, most_rows):
                     return SchemaState(behind(found, "its upgrade passes over every row, too long to run"))
                 done = upgrade_locked(database, prediction_model)
-    except databases.DATABASE_ERRORS as exc:
-        found = databases.fault(exc)
+    except databases.EXCEPTIONS as exc:
+        found = databases.classify(exc)
         reason = "" if found.kind == "error" else found.message.split(";")[0] + ": "
         raise RuntimeError(f"the database failed at start-up: {reason}{databases.driver_error(exc)}") from exc
-    if done.startswith("created"):  # quiet when there was nothing to do (the notebooks import app.py)
-        log.info("database: %s", done)
-    elif not done.endswith("up to date"):  # an upgrade, or a repair
-        log.warning("database: %s", done)
+    if done.kind in LOG_LEVELS:  # quiet when there was nothing to do (the notebooks import app.py)
+        log.log(LOG_LEVELS[done.kind], "database: %s", done.message)
     return SchemaState()
+
+
+LOG_LEVELS = {"created": logging.INFO, "upgraded": logging.WARNING, "repaired": logging.WARNING}
 
 
 def behind(found, why):

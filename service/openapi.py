@@ -23,7 +23,7 @@ import json
 
 from service.errors import STATUSES
 from service.model_card import example_observation
-from service.routes import ROUTES
+from service.routes import LISTED
 from service.schema import INT64_MAX, INT64_MIN
 
 JSON_TYPES = {
@@ -51,7 +51,7 @@ def document(schema, labels, model_card, max_body_bytes, tokens=()):
         "paths": paths(tokens, labels),
         "components": {
             "schemas": schemas(schema, labels, model_card),
-            "securitySchemes": {guard: BEARER for guard in tokens},
+            "securitySchemes": {guard.setting: BEARER for guard in tokens},
         },
     }
 
@@ -84,7 +84,7 @@ def outcome_link(labels):
 
 
 def operation(route, tokens, labels):
-    """The OpenAPI operation of a route of routes.ROUTES."""
+    """The OpenAPI operation of a route of routes.LISTED."""
     ok = {"description": route.answer, "content": json_content(answer_schema(route), route.media_type)}
     if route.path == "/predict":
         ok["links"] = outcome_link(labels)
@@ -93,7 +93,7 @@ def operation(route, tokens, labels):
         responses[str(status)] = {"description": STATUSES[status], "content": json_content(ref("Error"))}
     found = {"operationId": operation_id(route), "summary": route.summary, "responses": responses}
     if route.guard in tokens:
-        found["security"] = [{route.guard: []}]
+        found["security"] = [{route.guard.setting: []}]
     if route.body is not None:
         found["requestBody"] = {"required": True, "content": json_content(ref(route.body))}
     if route.parameters:
@@ -114,7 +114,7 @@ def query_parameter(parameter):
 
 def paths(tokens, labels):
     found = {}
-    for route in ROUTES:
+    for route in LISTED:
         found.setdefault(route.path, {})[route.method.lower()] = operation(route, tokens, labels)
     return found
 

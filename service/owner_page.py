@@ -1,10 +1,12 @@
 """What the page at GET / shows the model's owner (templates/index.html draws it).
 
 Contract:
-- `context(card, refusal, stats, by_hour, by_day, drift, filling, base_url)` turns the model
-  card, the readiness check's refusal (None when ready), one /stats answer for the whole history,
-  two /stats/series answers (per hour, per day) and one /drift answer (the whole history) into
-  the template's variables: readiness,
+- `QUESTIONS`: what the page asks reports.Monitor, by the name `context` takes each answer under:
+  /stats for the whole history, /stats/series per hour (48 hours) and per day (90 days), and
+  /drift for the whole history.
+- `context(card=, refusal=, stats=, by_hour=, by_day=, drift=, filling=, base_url=)` turns the
+  model card, the readiness check's refusal (None when ready), those answers, the database's
+  filling and the service's address into the template's variables: readiness,
   the model and its library versions (with the ones that differ from training), the features
   with their types, training categories and typical values, the figures overall and per model
   version (realised and expected ROC AUC, and the test set's), each version's drift table (worst
@@ -26,10 +28,16 @@ FIGURES = [
     "brier_score",
 ]  # fmt: skip
 DRIFT_CHARTS = 3
+QUESTIONS = {
+    "stats": ("stats", None),
+    "by_hour": ("series", "hour", 48.0),
+    "by_day": ("series", "day", 90 * 24.0),
+    "drift": ("drift", None),
+}
 MOST_CATEGORIES_SHOWN = 12
 
 
-def context(card, refusal, stats, by_hour, by_day, drift, filling, base_url):
+def context(*, card, refusal, stats, by_hour, by_day, drift, filling, base_url):
     return {
         "ready": refusal is None,
         "refusal": refusal,

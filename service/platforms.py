@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from service import settings
 
-log = logging.getLogger("app")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Scoring and storing /predict's observations, a batch at a time.
 
 Contract:
-- `Predictor(pipeline, schema, prediction_model, model_version, faults, feature_bins)`:
+- `Predictor(pipeline, schema, prediction_model, model_version, episodes, feature_bins)`:
   - `probabilities(feature_rows)`: the positive class's probability for each row of validated
     features (one predict_proba call).
   - `predict_batch(observations)`: one response body or ApiError per observation, in order. The
@@ -22,17 +22,17 @@ from service import metrics, schema
 from service.errors import ApiError
 from service.timestamps import utc_now
 
-log = logging.getLogger("app")
+log = logging.getLogger(__name__)
 
 
 class Predictor:
-    def __init__(self, pipeline, request_schema, prediction_model, model_version, faults, feature_bins):
+    def __init__(self, pipeline, request_schema, prediction_model, model_version, episodes, feature_bins):
         self.pipeline = pipeline
         self.feature_bins = feature_bins
         self.schema = request_schema
         self.model = prediction_model
         self.model_version = model_version
-        self.faults = faults  # database.Episodes: told when a write succeeds
+        self.episodes = episodes  # database.Episodes: told when a write succeeds
 
     def probabilities(self, feature_rows):
         return self.pipeline.predict_proba(self.schema.frame(feature_rows))[:, 1].tolist()
@@ -80,7 +80,7 @@ class Predictor:
         # in a circle (PostgreSQL aborts one of a circle as a deadlock, which would surface as a 503).
         rows.sort(key=lambda row: row["observation_id"])
         inserted = self.model.insert_many(rows).on_conflict_ignore().as_rowcount().execute()
-        self.faults.succeeded()
+        self.episodes.record_success()
         metrics.PREDICTIONS.labels(self.model_version).inc(inserted)
         if inserted == len(rows):  # the usual case: every id was new, and what we wrote is stored
             return {row["observation_id"]: (row["observation"], row["proba"]) for row in rows}

@@ -3,16 +3,19 @@
 Contract:
 - `ROUTES`: every route app.py serves, in the order the docs list them, each a `Route`: method
   and path, a one-line summary, what its 200 holds, the error statuses it may answer
-  (errors.STATUSES), the token that guards it (auth.GUARDS), its request body and its query
-  parameters. The JSON index at GET /, the paths of /openapi.json and the README's list of routes
-  are made from it or checked against it, and the tests check that app.py serves exactly these.
-- `BY_PATH`: the route of each path (app.py's before_request looks its guard up there).
+  (errors.STATUSES), the guard whose token it requires (auth.py; None: open to all), its request
+  body and its query parameters. The JSON index at GET /, the paths of /openapi.json and the
+  README's list of routes are made from the listed ones; Flask's static files are served too,
+  unlisted and open.
+- `served(url_map)`: the route of each of the app's URL rules, {rule: Route}. A rule with no row
+  here, or a row the app doesn't serve, is a RuntimeError naming it, so app.py fails at start-up
+  rather than serve a route unguarded; app.py's before_request follows each rule to its route.
 """
 
 from dataclasses import dataclass
 
-from service.monitoring.reports import SERIES_DEFAULT_HOURS, series_max_hours
-from service.schema import MAX_HOURS, MAX_PAGE, MAX_PER_PAGE
+from service.auth import LIST_DB, MONITORING, WRITE
+from service.schema import MAX_HOURS, MAX_PAGE, MAX_PER_PAGE, SERIES_DEFAULT_HOURS, series_max_hours
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,13 @@ class Route:
     summary: str
     answer: str = ""  # what a 200 holds
     errors: tuple = ()
-    guard: str | None = None  # the setting whose token is required (see auth.py)
+    guard: object = None  # the auth.Guard whose token is required; None: open to all
     body: str | None = None  # the request body's schema, by its name in /openapi.json
     answer_schema: str | None = None  # the 200's schema by name; None: a JSON object
     parameters: tuple = ()
-    stores: bool = False  # reads or writes the predictions: 503 until the schema is current
+    needs_current_schema: bool = False  # reads or writes the predictions: 503 until it is current
     media_type: str = "application/json"  # what a 200 is
+    listed: bool = True  # in the index, /openapi.json and the README
 
     @property
     def key(self):
@@ -75,7 +79,7 @@ ROUTES = (
         "this index; in a browser, the owner's page: readiness, the model, its quality over time",
         answer="the index",
         errors=(401,),
-        guard="MONITORING_TOKEN",
+        guard=MONITORING,
     ),
     Route(
         "POST",
@@ -83,10 +87,10 @@ ROUTES = (
         "score an observation and record it",
         answer="the probability of the positive class; committed",
         errors=(400, 401, 409, 413, 415, 422, 503),
-        guard="WRITE_TOKEN",
+        guard=WRITE,
         body="PredictRequest",
         answer_schema="PredictAnswer",
-        stores=True,
+        needs_current_schema=True,
     ),
     Route(
         "POST",
@@ -94,10 +98,10 @@ ROUTES = (
         "record the true class of an earlier prediction",
         answer="the stored prediction",
         errors=(400, 401, 404, 413, 415, 503),
-        guard="WRITE_TOKEN",
+        guard=WRITE,
         body="UpdateRequest",
         answer_schema="StoredPrediction",
-        stores=True,
+        needs_current_schema=True,
     ),
     Route(
         "GET",
@@ -105,9 +109,9 @@ ROUTES = (
         "served, labelled and the quality of the labelled (?hours= for a window)",
         answer="the figures, overall and per model version",
         errors=(400, 401, 429, 503),
-        guard="MONITORING_TOKEN",
+        guard=MONITORING,
         parameters=(HOURS,),
-        stores=True,
+        needs_current_schema=True,
     ),
     Route(
         "GET",
@@ -115,9 +119,9 @@ ROUTES = (
         "the same per hour or day (?every=hour|day&hours=)",
         answer="one point per period that had predictions",
         errors=(400, 401, 429, 503),
-        guard="MONITORING_TOKEN",
+        guard=MONITORING,
         parameters=(SERIES,),
-        stores=True,
+        needs_current_schema=True,
     ),
     Route(
         "GET",
@@ -125,10 +129,10 @@ ROUTES = (
         "each feature of the people scored against training, before labels (?hours= for a window)",
         answer="per model version, per feature: PSI, missing and unseen shares, the bins that moved",
         errors=(400, 401, 429, 503),
-        guard="MONITORING_TOKEN",
+        guard=MONITORING,
         answer_schema="DriftReport",
         parameters=(HOURS,),
-        stores=True,
+        needs_current_schema=True,
     ),
     Route("GET", "/model", "the model card: features, classes, library versions", answer="the card"),
     Route("GET", "/health", "the process answers", answer="ok"),
@@ -145,7 +149,7 @@ ROUTES = (
         "counters in Prometheus' text format, added up over the workers",
         answer="Prometheus' text format",
         errors=(401,),
-        guard="MONITORING_TOKEN",
+        guard=MONITORING,
         media_type="text/plain",
     ),
     Route(
@@ -154,9 +158,32 @@ ROUTES = (
         "stored predictions, a page at a time (only with LIST_DB_TOKEN set)",
         answer="a page of stored predictions",
         errors=(400, 401, 404),
-        guard="LIST_DB_TOKEN",
+        guard=LIST_DB,
         parameters=(PAGE, PER_PAGE),
-        stores=True,
+        needs_current_schema=True,
     ),
+    Route("GET", "/static/<path:filename>", "the page's script, styles and chart library", listed=False),
 )
-BY_PATH = {route.path: route for route in ROUTES}  # one route per path here
+LISTED = tuple(route for route in ROUTES if route.listed)
+IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Flask answers them for every GET rule by itself
+
+
+def served(url_map):
+    """{rule: Route} for every rule the app serves; a rule and the table disagreeing stops start-up."""
+    table = {(route.method, route.path): route for route in ROUTES}
+    found = {}
+    for rule in url_map.iter_rules():
+        for method in sorted(rule.methods - IGNORED_METHODS):
+            route = table.pop((method, rule.rule), None)
+            if route is None:
+                raise RuntimeError(
+                    f"{method} {rule.rule} is served but has no row in service/routes.py's ROUTES: "
+                    "add one, with the guard whose token it requires (or guard=None to leave it open)"
+                )
+            if rule.rule in found:
+                raise RuntimeError(f"{rule.rule} is served for more than one method: one route per path")
+            found[rule.rule] = route
+    if table:
+        missing = ", ".join(f"{method} {path}" for method, path in table)
+        raise RuntimeError(f"service/routes.py lists {missing}, which app.py does not serve")
+    return found

@@ -15,8 +15,8 @@ Contract:
   features out as the DataFrame the pipeline was trained on.
 - `Labels(classes)` maps what /update receives as `true_class` to 0 (negative) or 1 (positive):
   0/1, false/true, or the model's own labels.
-- `checked_id`, `page_argument` and `hours_argument` check the other fields and query arguments
-  the routes take.
+- `checked_id`, `page_argument`, `hours_argument` and `series_arguments` check the other fields
+  and the query arguments the routes take.
 
 Nothing here knows Flask or the database: the routes hand in the bytes and strings they received.
 """
@@ -37,6 +37,8 @@ ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also takes "²" and "
 ASCII_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?")
 MAX_HOURS = 24 * 365 * 100
 MAX_PAGE, MAX_PER_PAGE = 10**9, 1000  # /list-db-contents' arguments
+MAX_SERIES_POINTS = 400  # /stats/series' arguments
+SERIES_DEFAULT_HOURS = {"hour": 48, "day": 720}  # two days by the hour, thirty by the day
 
 
 def describe(value):
@@ -45,8 +47,7 @@ def describe(value):
         return "an object"
     if isinstance(value, list):
         return "a list"
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shortened(json.dumps(value))
 
 
 def article(kind):
@@ -174,6 +175,27 @@ def hours_argument(raw):
     return hours
 
 
+def series_max_hours(every):
+    return MAX_SERIES_POINTS * (24 if every == "day" else 1)
+
+
+def series_arguments(args):
+    """/stats/series' arguments (the query's mapping of strings), checked: (every, hours). Its
+    document describes them as one object, so another argument is refused, not ignored."""
+    unknown = sorted(set(args) - {"every", "hours"})
+    if unknown:
+        raise ApiError(400, f"/stats/series takes 'every' and 'hours'; got {listed(unknown, where='')}")
+    every = choice_argument("every", args.get("every", "day"), ("hour", "day"))
+    hours = hours_argument(args.get("hours", str(SERIES_DEFAULT_HOURS[every])))
+    most = series_max_hours(every)
+    if hours > most:
+        raise ApiError(
+            400,
+            f"'hours' may be at most {most} with every={every} ({MAX_SERIES_POINTS} points); got {hours:g}",
+        )
+    return every, hours
+
+
 def choice_argument(name, raw, choices):
     if raw not in choices:
         raise ApiError(400, f"'{name}' must be one of {listed(list(choices))}; got {shortened(raw)!r}")
@@ -205,16 +227,14 @@ def nullable_dtype(dtype):
     return dtype
 
 
-def shortened(value):
-    return value if not isinstance(value, str) or len(value) <= 40 else value[:37] + "..."
+def shortened(value, most=40):
+    """A string quoted back in an error message, cut to `most` characters (other values as they are)."""
+    return value if not isinstance(value, str) or len(value) <= most else value[: most - 3] + "..."
 
 
 def listed(values, most=20, where="GET /model lists them"):
     """A list quoted in an error message, cut short when it is long (and so are its strings)."""
-    shown = [
-        value if not isinstance(value, str) or len(value) <= 40 else value[:37] + "..."
-        for value in values[:most]
-    ]
+    shown = [shortened(value) for value in values[:most]]
     if len(values) <= most:
         return str(shown)
     return f"{str(shown)[:-1]}, ... ({len(values)} in all{'; ' + where if where else ''})]"

@@ -20,7 +20,7 @@ import time
 from service.monitoring.periods import EPOCH, SQLITE, dialect_of
 
 WEEK_HOURS = 168
-log = logging.getLogger("app")
+log = logging.getLogger(__name__)
 WARNED = [float("-inf")]  # when this process last logged the warning: once an hour is enough
 
 

@@ -14,7 +14,7 @@ import requests
 
 from service import schema
 from service.errors import STATUSES
-from service.routes import ROUTES
+from service.routes import LISTED
 from service.settings import DEFAULTS
 from tools.servers import EXAMPLE_DIR, REPO, LiveServer, free_port
 
@@ -135,7 +135,7 @@ def test_the_configuration_table_lists_exactly_the_settings_with_their_defaults(
 def test_the_readme_lists_the_routes_of_the_route_table():
     rows = re.findall(r"^\| `(\w+ \S+)` \| (.*) \|$", section("README.md", "Calling the service"), flags=re.M)
     assert [(key, summary.replace("\\|", "|")) for key, summary in rows] == [
-        (route.key, route.summary) for route in ROUTES
+        (route.key, route.summary) for route in LISTED
     ]
 
 

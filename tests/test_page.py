@@ -192,7 +192,16 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     filling = {"database_bytes": 8e9, "predictions": 10, "bytes_per_prediction": 800, "added_last_week": 7}
     filling |= {"plan_bytes": 10e9, "share_used": 0.8, "days_left": None, "warning": "80% of the plan"}
     drift = {"by_model_version": {}}
-    page = context(card, refusal, empty, series, series, drift, filling, "http://example.test/")
+    page = context(
+        card=card,
+        refusal=refusal,
+        stats=empty,
+        by_hour=series,
+        by_day=series,
+        drift=drift,
+        filling=filling,
+        base_url="http://example.test/",
+    )
     with service.app.test_request_context("/"):
         html = service.render_template("index.html", **page)
 

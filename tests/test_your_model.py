@@ -345,7 +345,7 @@ def test_a_model_dropped_in_without_model_meta_json_serves_and_says_what_it_lack
     """The tutorial's own instruction: replace pipeline.pickle, dtypes.pickle and columns.json."""
     for name in ("pipeline.pickle", "dtypes.pickle", "columns.json"):
         shutil.copy(model_dirs["mixed-dtypes-string-labels"] / name, tmp_path / name)
-    with caplog.at_level("INFO", logger="app"):
+    with caplog.at_level("INFO"):
         service = import_app(f"sqlite:///{tmp_path}/own.db", ARTIFACTS_DIR=str(tmp_path))
     client = service.app.test_client()
     card = client.get("/model").get_json()

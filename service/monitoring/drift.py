@@ -2,11 +2,13 @@
 
 Contract:
 - `Profiles(database, model_version, from_file, why_none)`: the running version's training
-  profile (profile.py). `running()` stores the file's in the database the first time (the first
-  one stored for a version stays, so that all its rows are binned alike) and returns the stored
-  one: without a file, one stored by an earlier deploy of the version, else None (`why_none`
-  says why); `codes(feature_rows)` is
-  what /predict stores in feature_bins (None per row without a profile).
+  profile (profile.py). `store(database)` writes the file's to the database unless one is stored
+  for the version already (the first one stored stays, so that all its rows are binned alike);
+  app.py calls it at start-up, once per instance, and the release command after its upgrade, so
+  instances starting together write it once. `running()` only reads: the stored profile (without
+  a file, one stored by an earlier deploy of the version), else None (`why_none` says why).
+  `codes(feature_rows)` is what /predict stores in feature_bins (None per row without a
+  profile): /predict's path writes nothing but its predictions.
 - `drift_report(database, hours, now)`: GET /drift. Per model version with
   predictions in the window (the hour, or past 48 hours the day, that holds `now - hours`; the
   whole history when None): the rows it rests on (those with feature bins), and per feature, worst
@@ -20,41 +22,49 @@ Contract:
 """
 
 import logging
+import math
+import time
 
 from service.monitoring import population, windows
 from service.monitoring.periods import HOURLY_WINDOWS_UP_TO, start_time, window_start
 from service.monitoring.profile import HOW_TO_MAKE, PROBA_BINS, Profile, decode, psi
 from service.timestamps import iso_utc
 
-log = logging.getLogger("app")
+log = logging.getLogger(__name__)
 
 PSI_DRIFTED = 0.25  # the usual reading: under 0.1 stable, 0.1 to 0.25 worth a look, above a shift
 MIN_ROWS = 100
 MOVED_SHOWN = 3
+LOOK_AGAIN_SECONDS = 10
 
 
 class Profiles:
     def __init__(self, database, model_version, from_file, why_none):
         self.database, self.model_version = database, model_version
         self.from_file, self.why_none = from_file, why_none
-        self.stored, self.looked = None, False
+        self.stored, self.next_look = None, 0.0
+
+    def store(self, database):
+        """The file's profile written for the version, unless one is stored already (then kept)."""
+        if self.from_file is None:
+            return
+        with database.connection_context():
+            document = population.store_profile(database, self.model_version, self.from_file.document)
+        if document != self.from_file.document:
+            log.warning(
+                "training_profile.json differs from the profile stored for model version %s; "
+                "drift goes on against the stored one, so that all of the version's rows compare alike",
+                self.model_version,
+            )
 
     def running(self):
-        if self.stored is None and not self.looked:
-            if self.from_file is None:  # kept from an earlier deploy of this version, if any
-                document = population.profiles(self.database).get(self.model_version)
-            else:
-                document = population.store_profile(
-                    self.database, self.model_version, self.from_file.document
-                )
-                if document != self.from_file.document:
-                    log.warning(
-                        "training_profile.json differs from the profile stored for model version %s; "
-                        "drift goes on against the stored one, so that all of the version's rows "
-                        "compare alike",
-                        self.model_version,
-                    )
-            self.stored, self.looked = document and Profile(document), True
+        """The stored profile. Read once; while the file's is not stored yet (a worker that started
+        before the release stored it), read again at most every LOOK_AGAIN_SECONDS."""
+        if self.stored is None and time.monotonic() >= self.next_look:
+            document = population.profiles(self.database).get(self.model_version)
+            self.stored = document and Profile(document)
+            waiting = self.stored is None and self.from_file is not None
+            self.next_look = time.monotonic() + LOOK_AGAIN_SECONDS if waiting else math.inf
         return self.stored
 
     def codes(self, feature_rows):
