@@ -4,6 +4,7 @@ Each module has one reason to change, states its contract in its docstring, and 
 it needs from app.py rather than importing it:
 
     settings        every setting, its default and how it is read
+    platforms       which platform the service runs on, and what it needs there
     artifacts       the model's files, loaded and checked
     schema          what /predict and /update accept, from the model's files
     model_card      GET /model, and the one rule for an example observation
@@ -11,7 +12,11 @@ it needs from app.py rather than importing it:
     batching        requests that arrive together share one predict_proba call
     database        the connection pool and what each database fault means
     migrations      creating and upgrading the tables
-    routes, auth    the table of routes, and the token that guards each
+    commands        the release's schema upgrade and archiving, run beside the web process
+    archive         moving older predictions to a file, keeping them in /stats
+    storage         how full the database is, and how fast it fills
+    routes          the table of routes, and each one's guard
+    auth            the token check every guarded route passes
     errors          the one error shape and the statuses it comes with
     listing         /list-db-contents
     request_limits  the body limit, and a 413 the client can read
@@ -23,5 +28,6 @@ it needs from app.py rather than importing it:
     monitoring/     the running totals, the training profile, and the reports read from them
     timestamps      time as the table keeps it
 
-The docs/ folder explains how they work together.
+This map is the only one (tests/test_layout.py checks it names every module); docs/internals.md
+explains how they work together.
 """

@@ -62,8 +62,6 @@ class MicroBatcher:
         self._last_batch_size = 0
         self._last_batch_end = float("-inf")
         self._gate = None  # while a leader waits: (lock it waits on, queue length that opens it)
-        self.batches_run = 0  # counters for tests and the benchmark
-        self.largest_batch = 0
 
     def submit(self, item):
         """Process item, alone or with others that arrived meanwhile; return its result."""
@@ -111,8 +109,6 @@ class MicroBatcher:
         with self._lock:
             batch = self._queue[: self._max_batch_size]
             del self._queue[: self._max_batch_size]
-            self.batches_run += 1
-            self.largest_batch = max(self.largest_batch, len(batch))
             self._last_batch_size = len(batch)
         try:
             results = self._process_batch([ticket.item for ticket in batch])

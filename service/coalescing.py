@@ -38,11 +38,6 @@ class Coalescer:
         self.waiting = {}  # key -> the Round not started yet, which new callers join
         self.latest = {}  # key -> the last Round that succeeded
 
-    def forget(self):
-        """Reuse nothing computed so far (the tests empty the table between them)."""
-        with self.guard:
-            self.latest.clear()
-
     def call(self, key, compute):
         with self.guard:
             recent = self.latest.get(key)

@@ -125,9 +125,11 @@ def fresh_database_url(backend, name, request, tmp_path_factory):
 
 def import_app(database_url, **env):
     """app.py imported afresh, configured by the environment like a deploy; the example model
-    unless ARTIFACTS_DIR says otherwise."""
+    unless ARTIFACTS_DIR says otherwise. Tests empty the table between them, so no /stats answer
+    is reused (STATS_MAX_AGE_SECONDS 0) unless they say otherwise."""
     saved = os.environ.copy()
-    os.environ.update(DATABASE_URL=database_url, **{"ARTIFACTS_DIR": str(EXAMPLE_DIR), **env})
+    defaults = {"ARTIFACTS_DIR": str(EXAMPLE_DIR), "STATS_MAX_AGE_SECONDS": "0"}
+    os.environ.update(DATABASE_URL=database_url, **{**defaults, **env})
     try:
         sys.modules.pop("app", None)
         return importlib.import_module("app")
@@ -150,7 +152,6 @@ def client_on_an_empty_table(module):
     """Flask's test client for an imported app.py, its predictions table emptied."""
     module.Prediction.delete().execute()
     module.DB.close()
-    module.MONITOR.forget()  # a fresh table: no /stats answer from before may be reused
     return module.app.test_client()
 
 

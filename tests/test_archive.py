@@ -59,7 +59,6 @@ def test_an_archive_moves_the_old_rows_to_a_file_and_stats_stay_what_they_were(d
     assert list(kept.columns) == list(archives.COLUMNS)
     assert old_rows(database) == []
     assert database.execute_sql("SELECT COUNT(*) FROM prediction").fetchone()[0] == ROWS - len(going)
-    service.MONITOR.forget()
     assert whole_history(client) == before
     assert client.get("/stats").get_json()["overall"]["archived"] == len(going)
     assert_totals_match_the_rows(database)
@@ -101,7 +100,6 @@ def test_an_interrupted_archive_goes_on_where_it_stopped(database_url, tmp_path,
     assert "1 changed since the file was written and stay in the table" in said
     assert old_rows(database) == [relabelled]
     assert pd.read_csv(path)["observation_id"].tolist() == going  # written once
-    service.MONITOR.forget()
     after = whole_history(client)
     assert after["overall"]["predictions"] == before["overall"]["predictions"]
     assert_totals_match_the_rows(database)

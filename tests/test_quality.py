@@ -37,7 +37,7 @@ def histogram_of(truth, probas):
 
 
 def with_exact_probas(histogram, truth, probas, bins):
-    """What add_exact_probas reads from the table for `bins`."""
+    """What exact_probas reads from the table for `bins`."""
     for bin in bins:
         inside = np.minimum((probas * FINE_BINS).astype(int), FINE_BINS - 1) == bin
         for proba in np.unique(probas[inside]):

@@ -1,40 +1,43 @@
 """The exact probabilities of the labelled rows in a few bins, for an exact ROC AUC.
 
 Contract:
-- `add_exact_probas(database, table, histograms, first_hour, target, most_rows, exact_up_to_rows,
-  rows_outside_window, archived)` reads, through the index on the labelled rows' proba, the rows of the
-  bins that leave ROC AUC's max_error above `target` and records their probas in the histograms'
-  `exact`; see its docstring for the bounds on what it reads.
+- `exact_probas(database, table, histograms, first_hour, budget, rows_before_window,
+  with_archive)` reads, through the index on the labelled rows' proba, the rows of the bins that
+  leave ROC AUC's max_error above the `Budget`'s, and returns their probas, per model version and
+  bin, for each histogram's `exact`; its docstring gives the bounds on what it reads.
 Reads the predictions table, never writes.
 """
+
+from dataclasses import dataclass
 
 from service.monitoring.histogram import Histogram
 from service.monitoring.periods import FINE_BINS, SQLITE, dialect_of, hour_start
 
 
-def add_exact_probas(
-    database,
-    table,
-    histograms,
-    first_hour,
-    target,
-    most_rows,
-    exact_up_to_rows,
-    rows_outside_window=0,
-    archived=False,
-):
-    """Read the rows of the bins that leave ROC AUC's max_error above `target` (in any of
-    `histograms`, {model_version: Histogram}, or in all of them together), worst bins first and at
-    most `most_rows` rows in all, through the index on the labelled rows' proba. When reading
-    every bin that leaves any doubt passes over `exact_up_to_rows` rows or fewer, read them all:
-    exact. `rows_outside_window`, the labelled rows before first_hour, are in the index too, so
-    reading a bin passes over its share of them (taken as spread evenly over the bins). With
-    `archived`, the archived predictions' rows are read too: the bins count them."""
+@dataclass(frozen=True)
+class Budget:
+    """How much reading exact probabilities may cost a /stats call."""
+
+    max_error: float  # read the bins that would leave ROC AUC less sure than this
+    most_rows: int  # ... but never more rows than this per call
+    read_all_up_to: int  # and when the doubtful bins' rows are no more than this, read them all
+
+
+def exact_probas(database, table, histograms, first_hour, budget, rows_before_window=0, with_archive=False):
+    """{model_version: {bin: {proba: [positives, negatives]}}}: the exact probabilities of the bins
+    that leave ROC AUC's max_error above the budget's (in any of `histograms`, {model_version:
+    Histogram}, or in all of them together), worst bins first and at most `budget.most_rows` rows
+    in all, read through the index on the labelled rows' proba. When every bin that leaves any
+    doubt passes over `budget.read_all_up_to` rows or fewer, all of them: exact.
+    `rows_before_window`, the labelled rows before first_hour, are in the index too, so reading a
+    bin passes over its share of them (taken as spread evenly over the bins). `with_archive`: the
+    archived predictions' rows are read too (the bins count them). The histograms are unchanged."""
     overall = Histogram()
     for histogram in histograms.values():
         overall.merge(histogram)
-    in_index = overall.positives + overall.negatives + rows_outside_window / FINE_BINS  # per bin
-    if in_index[overall.unknown_pairs() > 0].sum() <= exact_up_to_rows:
+    in_index = overall.positives + overall.negatives + rows_before_window / FINE_BINS  # per bin
+    target = budget.max_error
+    if in_index[overall.unknown_pairs() > 0].sum() <= budget.read_all_up_to:
         target = 0.0
     wanted = dict.fromkeys(overall.worst_bins(target))
     for histogram in histograms.values():
@@ -42,20 +45,22 @@ def add_exact_probas(
     unknown, chosen, rows_read = overall.unknown_pairs(), set(), 0
     for bin in sorted(wanted, key=lambda bin: -unknown[bin]):
         rows_read += in_index[bin]
-        if rows_read > most_rows:
+        if rows_read > budget.most_rows:
             break
         chosen.add(bin)
     runs = spans(sorted(chosen), in_index)
-    for source in (table, "archived_prediction") if archived else (table,):
+    exact = {}
+    for source in (table, "archived_prediction") if with_archive else (table,):
         # Within a table, a row on the edge of two runs comes once per run: the last one counts.
         found = {}
         for version, bin, proba, pos, neg in rows_of_bins(database, source, runs, first_hour):
             if int(bin) in chosen:  # a run's edges may take in rows of its neighbours
                 found[version, int(bin), proba] = (int(pos), int(neg))
         for (version, bin, proba), (pos, neg) in found.items():
-            counts = histograms[version].exact.setdefault(bin, {}).setdefault(proba, [0, 0])
+            counts = exact.setdefault(version, {}).setdefault(bin, {}).setdefault(proba, [0, 0])
             counts[0] += pos
             counts[1] += neg
+    return exact
 
 
 SPAN_GAP_ROWS = 50  # rows between two wanted bins that cost less to read than one more range (roughly)

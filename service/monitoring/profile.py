@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 from bisect import bisect_left
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -164,12 +163,6 @@ def read(directory, pipeline_sha256):
     if document.get("format") != FORMAT or document.get("pipeline_sha256") != pipeline_sha256:
         return None, f"{FILE_NAME} describes another pipeline.pickle: {HOW_TO_MAKE}"
     return Profile(document), None
-
-
-@dataclass(frozen=True)
-class Bin:
-    label: str
-    training: float  # the share of training rows in it
 
 
 class FeatureBins:

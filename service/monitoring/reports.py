@@ -5,8 +5,9 @@ Contract:
   start of the hour holding `now - hours` (of the day, for windows over 48 hours; the whole
   history when hours is None), overall and per model_version; on the labelled ones ROC AUC (with
   the most it can be off, `roc_auc_max_error`: 0 when reading the doubtful bins passes over
-  EXACT_UP_TO_ROWS labelled rows or fewer (in a window, with the rows before it that share their
-  bins), else at most 1e-4 unless that would take reading over MOST_ROWS_READ rows), log loss,
+  EXACT_BUDGET.read_all_up_to labelled rows or fewer (in a window, with the rows before it that
+  share their bins), else at most 1e-4 unless that would take reading over EXACT_BUDGET.most_rows
+  rows), log loss,
   Brier score, the predicted vs observed positive rate, the calibration table and the histogram
   of probabilities by true class.
 - `series_report(database, cache, every, hours, now)`: the same figures (no tables) per hour or day.
@@ -22,7 +23,6 @@ cost the same on ten rows or ten million. Nothing here writes to the database.
 
 import math
 
-from service import schema
 from service.coalescing import Coalescer, Pacer
 from service.errors import ApiError
 from service.monitoring import exact, population, windows
@@ -39,9 +39,7 @@ from service.monitoring.periods import (
 from service.monitoring.population import ProbaBins
 from service.timestamps import iso_utc
 
-AUC_MAX_ERROR = 1e-4  # read exact probas for the bins that would leave ROC AUC less sure than this
-MOST_ROWS_READ = 100_000  # ... but never more rows than this per call
-EXACT_UP_TO_ROWS = 10_000  # and when reading the doubtful bins passes over no more, read them all
+EXACT_BUDGET = exact.Budget(max_error=1e-4, most_rows=100_000, read_all_up_to=10_000)
 CALIBRATION_BINS = 10
 HISTOGRAM_BINS = 20
 
@@ -57,27 +55,27 @@ def stats_report(database, table, cache, hours, now):
             histograms = windows.whole_history_histograms(database, tables, cache)
         else:
             histograms = windows.histograms_since(database, first_hour, tables, cache)
-        totals = {version: by_hour.totals(first_hour) for version, by_hour in tables.items()}
+        in_window = {version: by_hour.totals(first_hour) for version, by_hour in tables.items()}
         every_labelled = sum(by_hour.totals()["labelled"] for by_hour in tables.values())
-        outside = every_labelled - sum(sums["labelled"] for sums in totals.values())  # before the window
+        before_window = every_labelled - sum(sums["labelled"] for sums in in_window.values())
         archived = sum(by_hour.totals()["archived"] for by_hour in tables.values())
         level, first = population.window_level(first_hour, hours is not None and hours > HOURLY_WINDOWS_UP_TO)
         probas = population.proba_counts(database, level, first)
         tested = {
             version: profile["test"]["roc_auc"] for version, profile in population.profiles(database).items()
         }
-        exact.add_exact_probas(
+        found = exact.exact_probas(
             database,
             table,
             histograms,
             first_hour,
-            AUC_MAX_ERROR,
-            MOST_ROWS_READ,
-            EXACT_UP_TO_ROWS,
-            outside,
-            archived > 0,
+            EXACT_BUDGET,
+            rows_before_window=before_window,
+            with_archive=archived > 0,
         )
-    totals = {version: sums for version, sums in totals.items() if sums["predictions"]}  # all deleted
+    for version, bins in found.items():
+        histograms[version].exact = bins
+    served = {version: sums for version, sums in in_window.items() if sums["predictions"]}  # not all deleted
     overall, overall_probas = Histogram(), ProbaBins()
     for histogram in histograms.values():
         overall.merge(histogram)
@@ -87,15 +85,15 @@ def stats_report(database, table, cache, hours, now):
         "window_hours": hours,
         "since": None if first_hour is None else start_time(first_hour),
         "as_of": iso_utc(now),
-        "overall": summary(combined(totals.values()), overall, overall_probas),
+        "overall": summary(combined(served.values()), overall, overall_probas),
         "by_model_version": {
             version: summary(
-                totals[version],
+                served[version],
                 histograms.get(version, Histogram()),
                 probas.get(version, ProbaBins()),
                 {"test_roc_auc": tested.get(version)},
             )
-            for version in sorted(totals)
+            for version in sorted(served)
         },
     }
 
@@ -172,10 +170,6 @@ def distribution(histogram):
     ]
 
 
-MAX_SERIES_POINTS = 400
-SERIES_DEFAULT_HOURS = {"hour": 48, "day": 720}  # two days by the hour, thirty by the day
-
-
 def series_report(database, cache, every, hours, now):
     """/stats/series: per model_version, one point per hour or day that had predictions, from the
     hour or day that holds `now - hours`; its ROC AUC comes from bins of 1/100 (max_error says
@@ -228,29 +222,6 @@ def rounded(value):
     return None if value is None else round(float(value), 6)
 
 
-def series_max_hours(every):
-    return MAX_SERIES_POINTS * (24 if every == "day" else 1)
-
-
-def series_arguments(args):
-    """/stats/series' arguments (the query's mapping of strings), checked: (every, hours). Its
-    document describes them as one object, so another argument is refused, not ignored."""
-    unknown = sorted(set(args) - {"every", "hours"})
-    if unknown:
-        raise ApiError(
-            400, f"/stats/series takes 'every' and 'hours'; got {schema.listed(unknown, where='')}"
-        )
-    every = schema.choice_argument("every", args.get("every", "day"), ("hour", "day"))
-    hours = schema.hours_argument(args.get("hours", str(SERIES_DEFAULT_HOURS[every])))
-    most = series_max_hours(every)
-    if hours > most:
-        raise ApiError(
-            400,
-            f"'hours' may be at most {most} with every={every} ({MAX_SERIES_POINTS} points); got {hours:g}",
-        )
-    return every, hours
-
-
 class Monitor:
     """The reports for the routes, computed once for the callers that come together, and paced."""
 
@@ -258,15 +229,16 @@ class Monitor:
         self.database, self.table = database, table
         self.per_second = settings.MONITORING_PER_SECOND
         self.calls = Coalescer(settings.STATS_MAX_AGE_SECONDS)
-        # A second's worth at once, then paced; 12 of gunicorn's 16 threads at most wait their turn.
-        self.pace = Pacer(self.per_second, burst=self.per_second, most_waiting=12)
+        # A second's worth at once, then paced; at most three in four of a worker's threads wait
+        # their turn, so that /predict always has threads left.
+        most_waiting = max(1, settings.GUNICORN_THREADS * 3 // 4)
+        self.pace = Pacer(self.per_second, burst=self.per_second, most_waiting=most_waiting)
         # A period of 10,000 cells is 480 kB: 32 MB holds a busy month's weeks, days and hours.
         self.cache = windows.PeriodCache(int(settings.STATS_CACHE_MB * 2**20))  # 0: read every cell
 
     def answers(self, now, *questions):
-        """The answers to questions, each ("stats", hours), ("drift", hours) or ("series", every,
-        hours), in one turn
-        of the pace, else a 429."""
+        """The answers to the questions, each ("stats", hours), ("drift", hours) or ("series",
+        every, hours), in order, computed in one turn of the pace; a 429 when no turn comes."""
         if not self.pace.wait_turn():
             limit = f"{self.per_second:g} a second per worker, MONITORING_PER_SECOND"
             raise ApiError(
@@ -283,7 +255,3 @@ class Monitor:
             return drift_report(self.database, question[1], now)
         _, every, hours = question
         return series_report(self.database, self.cache, every, hours, now)
-
-    def forget(self):
-        """Reuse no answer computed so far (the tests empty the table between them)."""
-        self.calls.forget()

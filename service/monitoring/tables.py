@@ -311,7 +311,7 @@ def install(database, table):
     for statement in TABLES.split(";"):
         # SQLite: stored in key order, so a period's bins are read in one sweep, not row by row.
         database.execute_sql(statement + (" WITHOUT ROWID" if dialect is SQLITE else ""))
-    # For the rows of a bin, when ROC AUC needs their exact probas (add_exact_probas).
+    # For the rows of a bin, when ROC AUC needs their exact probas (exact.exact_probas).
     database.execute_sql(
         f"CREATE INDEX IF NOT EXISTS {table}_labelled_proba ON {table} (proba) WHERE true_class IS NOT NULL"
     )

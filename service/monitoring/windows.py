@@ -1,7 +1,7 @@
 """Reading the running totals: hours and days, a window's histograms, and a cache of periods.
 
 Contract (use inside `snapshot(database)`, so that every query sees one committed state):
-- `hour_tables()` and `day_tables()`: {model_version: HourTable} of stats_hour, per hour, or
+- `hour_tables()` and `day_tables()`: {model_version: PeriodTable} of stats_hour, per hour, or
   with each day's hours added up in the database.
 - `whole_history_histograms(database, tables, cache)`, `histograms_since(database, first_hour,
   tables, cache)` (a window, as the pieces that cost least: weeks, days and hours, each edge
@@ -48,7 +48,7 @@ def snapshot(database):
     return database.atomic(isolation_level="REPEATABLE READ READ ONLY")
 
 
-class HourTable:
+class PeriodTable:
     """One model version's rows of stats_hour (each an hour, or a day added up at its first hour):
     `hours`, and `values` with a column per HOUR_COLUMNS."""
 
@@ -86,14 +86,14 @@ class HourTable:
 
 
 def hour_tables(database, first_hour=None):
-    """{model_version: HourTable} of stats_hour, from `first_hour` on (None: every hour)."""
+    """{model_version: PeriodTable} of stats_hour, from `first_hour` on (None: every hour)."""
     where, params = ("", ()) if first_hour is None else (f"WHERE hour >= {database.param}", (first_hour,))
     query = f"SELECT model_version, hour, {', '.join(HOUR_COLUMNS)} FROM stats_hour {where} ORDER BY 1, 2"
     return tables_of(database.execute_sql(query, params).fetchall())
 
 
 def day_tables(database, hourly_day=None, first_hour=None):
-    """{model_version: HourTable} of stats_hour with the hours of each day added up, as one row
+    """{model_version: PeriodTable} of stats_hour with the hours of each day added up, as one row
     at the day's first hour, except those of `hourly_day` (and hour -1, no created_at); from
     `first_hour` on (None: every hour). Weeks, days and the whole history add up the same; a
     table running for a year reads 365 rows per version instead of 8,760."""
@@ -107,7 +107,7 @@ def day_tables(database, hourly_day=None, first_hour=None):
 
 
 def tables_of(rows):
-    """{model_version: HourTable} of rows (model_version, hour, *HOUR_COLUMNS) in that order."""
+    """{model_version: PeriodTable} of rows (model_version, hour, *HOUR_COLUMNS) in that order."""
     if not rows:
         return {}
     versions = np.array([row[0] for row in rows])
@@ -115,7 +115,7 @@ def tables_of(rows):
     tables = {}
     for version in dict.fromkeys(versions.tolist()):
         mine = numbers[versions == version]
-        tables[version] = HourTable(mine[:, 0].astype(np.int64), mine[:, 1:])
+        tables[version] = PeriodTable(mine[:, 0].astype(np.int64), mine[:, 1:])
     return tables
 
 
@@ -242,10 +242,11 @@ class Plan:
         """The period's cells (bin, positives, negatives, sum_proba, min, max), cached or read."""
         key = self.key(level, period, version)
 
-        def read(keys):
-            return {key: self.read_cells(level, period, version)}
+        return self.cache.fetch({key: changes}, self.read_missing)[key]
 
-        return self.cache.fetch({key: changes}, read)[key]
+    def read_missing(self, keys):
+        """{key: cells} read from the database, for keys made by key()."""
+        return {key: self.read_cells(*key[1:]) for key in keys}
 
     def read_cells(self, level, period, version):
         param = self.database.param
