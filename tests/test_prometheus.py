@@ -27,28 +27,24 @@ def binary(name):
     return found
 
 
+def promtool(*arguments, cwd=RULES_DIR, stdin=None):
+    """promtool's output, once it has succeeded."""
+    run = subprocess.run(
+        [binary("promtool"), *arguments], cwd=cwd, input=stdin, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
 def test_promtool_accepts_the_alert_rules_and_the_configuration(tmp_path):
     for name in ("alerts.yml", "prometheus.yml"):
         shutil.copy(RULES_DIR / name, tmp_path / name)
     (tmp_path / "monitoring_token").write_text(TOKEN)  # the file the configuration names
-    run = subprocess.run(
-        [binary("promtool"), "check", "config", "prometheus.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS: 10 rules found" in run.stdout
+    assert "SUCCESS: 10 rules found" in promtool("check", "config", "prometheus.yml", cwd=tmp_path)
 
 
 def test_each_alert_fires_on_its_series_and_stays_silent_on_the_others():
-    run = subprocess.run(
-        [binary("promtool"), "test", "rules", "alerts_test.yml"],
-        cwd=RULES_DIR,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    promtool("test", "rules", "alerts_test.yml")
     rules = yaml.safe_load((RULES_DIR / "alerts.yml").read_text())["groups"][0]["rules"]
     tested = yaml.safe_load((RULES_DIR / "alerts_test.yml").read_text())["tests"]
     checked = {
@@ -187,6 +183,4 @@ def test_promtool_accepts_the_live_metrics(live_server, tmp_path):
     server = live_server(f"sqlite:///{tmp_path}/lint.db", workers=2)
     body = {"id": 1, "observation": EXAMPLE_OBSERVATION}
     assert requests.post(f"{server.base}/predict", json=body, timeout=30).status_code == 200
-    text = requests.get(f"{server.base}/metrics", timeout=30).text
-    run = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
+    promtool("check", "metrics", stdin=requests.get(f"{server.base}/metrics", timeout=30).text)
