@@ -36,6 +36,7 @@ LONGEST_FIRST = [
     "test_deploy.py",
     "test_live.py",
     "test_connections.py",
+    "test_fuzz.py",
     "test_notebooks.py",
     "test_upgrades.py",
     "test_container.py",

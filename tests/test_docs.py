@@ -27,7 +27,14 @@ NOT_RUN_HERE = {
 }
 # Run by other tests: test_deploy.py (make run), test_bench.py, test_your_model.py (make check-model)
 # and below (make notebooks).
-RUN_ELSEWHERE = {"make run", "make bench", "make bench-reload", "make notebooks", "make check-model"}
+RUN_ELSEWHERE = {
+    "make run",
+    "make bench",
+    "make bench-reload",
+    "make bench-soak",
+    "make notebooks",
+    "make check-model",
+}
 TIMESTAMPS = {"as_of", "since", "start"}  # and every key ending in _at
 
 
