@@ -12,6 +12,8 @@ Contract:
   arrived at: it joins a computation of the same key that has not started yet, or waits for the
   running one to end and starts (or joins) the next. Everyone waiting for the same key shares
   that computation, so N callers cost one computation per round, not N.
+- It keeps a result only while it may be reused (max_age_seconds): keys a client makes up
+  (/stats?hours=1.01, 1.02, ...) cost no memory past that.
 - `Pacer(rate, burst, most_waiting).wait_turn()` spaces answers out past a burst, so callers in
   a tight loop can't take the CPU either; False means too many wait already (answer 429).
 """
@@ -63,9 +65,18 @@ class Coalescer:
                 round.error = exc
             else:
                 with self.guard:
-                    self.latest[key] = round
+                    self.forget_older_than(round.started - self.max_age)
+                    if self.max_age > 0:
+                        self.latest[key] = round
             finally:
                 round.done.set()
+
+
+    def forget_older_than(self, moment):
+        """Drop the results no caller may be given any more (under the guard)."""
+        expired = [key for key, round in self.latest.items() if round.started < moment]
+        for key in expired:
+            del self.latest[key]
 
 
 class Pacer:

@@ -1,8 +1,10 @@
 """Monitoring callers that come at once: one computation for all of them (coalescing.py), and a
 flood of them beside a /predict client on a live gunicorn, on both backends."""
 
+import gc
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -55,6 +57,20 @@ def test_an_answer_is_reused_only_while_younger_than_max_age():
     assert coalescer.call("other", compute) == 2
     time.sleep(0.25)
     assert coalescer.call("stats", compute) == 3
+
+
+def test_answers_past_their_age_are_let_go_whatever_keys_clients_make_up():
+    """/stats?hours=1.01, 1.02, ...: each a key of its own; none may cost memory past max_age."""
+
+    class Answer:  # an object a weak reference can follow
+        pass
+
+    coalescer = Coalescer(max_age_seconds=0.05)
+    kept = [weakref.ref(coalescer.call(("stats", 1 + n / 100), Answer)) for n in range(200)]
+    time.sleep(0.06)
+    coalescer.call(("stats", 24.0), Answer)  # storing the next answer lets the old ones go
+    gc.collect()
+    assert sum(ref() is not None for ref in kept) == 0
 
 
 def test_every_caller_of_a_failed_computation_gets_its_error_and_the_next_caller_retries():
