@@ -2,7 +2,8 @@
 
 It starts the service as deployed (gunicorn.conf.py, 2 workers) on a fresh database and sends, for
 --minutes, --rate requests a second: POST /predict with fresh ids, an /update for every tenth, and
-every 15 s what a Prometheus scrape and an owner would ask (/metrics, /stats, /drift). Every
+every 15 s what a Prometheus scrape and an owner would ask (/metrics, /stats, /drift, and a
+dashboard's window that moves with the clock). Every
 minute (--sample-seconds) it samples each worker: resident memory, open file descriptors, connections to the
 database (its open sockets to PostgreSQL, or its handles on the SQLite file), and the minute's
 p50 and p99 of /predict as the clients saw them. It prints a table of the samples and, for each
@@ -15,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import statistics
 import tempfile
 import threading
@@ -80,9 +82,11 @@ class SteadyLoad:
 
 
 def monitor_calls(server, stop):
-    """What a Prometheus scrape and an owner's visits ask for, every 15 s."""
+    """What a Prometheus scrape and an owner's visits ask for, every 15 s; a dashboard's window
+    ends now, so its hours differ a little at each call (each a new question for the service)."""
     while not stop.wait(15):
-        for path in ("/metrics", "/stats", "/drift", "/stats/series?every=hour"):
+        window = f"/stats?hours={24 + random.random():.6f}"
+        for path in ("/metrics", "/stats", "/drift", "/stats/series?every=hour", window):
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
             connection.request("GET", path)
             connection.getresponse().read()
