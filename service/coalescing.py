@@ -71,7 +71,6 @@ class Coalescer:
             finally:
                 round.done.set()
 
-
     def forget_older_than(self, moment):
         """Drop the results no caller may be given any more (under the guard)."""
         expired = [key for key, round in self.latest.items() if round.started < moment]
