@@ -25,6 +25,7 @@ import logging
 import math
 import time
 
+from service import database as databases
 from service.monitoring import population, windows
 from service.monitoring.periods import HOURLY_WINDOWS_UP_TO, start_time, window_start
 from service.monitoring.profile import HOW_TO_MAKE, PROBA_BINS, Profile, decode, psi
@@ -48,8 +49,20 @@ class Profiles:
         """The file's profile written for the version, unless one is stored already (then kept)."""
         if self.from_file is None:
             return
-        with database.connection_context():
-            document = population.store_profile(database, self.model_version, self.from_file.document)
+        try:
+            with database.connection_context():
+                document = population.store_profile(database, self.model_version, self.from_file.document)
+        except databases.EXCEPTIONS as exc:
+            if databases.classify(exc).kind != "refused":
+                raise
+            log.warning(
+                "the database refuses writes (%s): the training profile of model version %s is "
+                "stored at the next start or release, and predictions are stored without feature "
+                "bins until then",
+                databases.classify(exc).cause,
+                self.model_version,
+            )
+            return
         if document != self.from_file.document:
             log.warning(
                 "training_profile.json differs from the profile stored for model version %s; "

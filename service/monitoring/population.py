@@ -166,7 +166,11 @@ def installed(database, table):
 
 
 def store_profile(database, model_version, document):
-    """The profile stored for the version: the one given, unless another was stored first."""
+    """The profile stored for the version: the one given, unless another was stored first. Writes
+    only when none is stored yet (a credential that may only read and delete still starts)."""
+    stored = profiles(database).get(model_version)
+    if stored is not None:
+        return stored
     with database.atomic():
         database.execute_sql(
             "INSERT INTO model_profile (model_version, profile, stored_at) VALUES (%s, %s, %s) "
