@@ -132,6 +132,7 @@ def percentile(values, share):
 def run(minutes, rate, database_url, sample_seconds=60):
     rows = []
     with LiveServer(database_url, workers=2) as server:
+        server.wait_until_every_worker_listens()  # else the first worker up takes every client
         stop = threading.Event()
         monitor = threading.Thread(target=monitor_calls, args=(server, stop))
         monitor.start()
