@@ -264,7 +264,7 @@ def ready():
 def prometheus_metrics():
     """Prometheus' text format, every worker's counters added up (service/metrics.py)."""
     try:
-        readiness()
+        readiness()  # sets service_ready
         metrics.storage(database_filling())
         with contextlib.suppress(ApiError):  # paced out (a 429): the drift gauges keep their values
             drift_now = MONITOR.answers(utc_now(), ("drift", metrics.DRIFT_HOURS))[0]
