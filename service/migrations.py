@@ -15,8 +15,8 @@ Contract:
   already there: one pass over the table, inside the same transaction. Version 4 adds the
   counts of changes that let /stats cache periods' cells, version 5 the archive's tables (no
   pass over the rows). Version 6 adds each row's feature bins and the population's counts
-  (monitoring/population.py), a pass again. The triggers, as this code writes them, are
-  created once the steps are done.
+  (monitoring/population.py), a pass again; version 7 only rewrites the triggers. The
+  triggers, as this code writes them, are created once the steps are done.
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
 - `prepare(database, prediction_model, most_rows, on_platform)` is what app.py runs at start-up,
@@ -52,7 +52,7 @@ from service.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
-CURRENT_VERSION = 6
+CURRENT_VERSION = 7
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
 
 
@@ -126,6 +126,10 @@ def population(database, migrator, table):
         populations.install(database, table)
 
 
+def triggers_only(database, migrator, table):
+    """Version 6 -> 7: nothing but the triggers, which every upgrade writes anew once its steps are done."""
+
+
 STEPS = {
     1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
     2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
@@ -133,6 +137,10 @@ STEPS = {
     4: ("counts of labelled changes per hour, for /stats' cache of periods", change_counts),
     5: ("archived predictions, kept in the running totals; triggers any deleting role can fire", archives),
     6: ("feature bins and the population's counts, for /drift and the expected quality", population),
+    7: (
+        "triggers that count a proba too small to square (PostgreSQL's underflow) instead of failing",
+        triggers_only,
+    ),
 }
 PASSES_OVER_ROWS = {3, 6}  # the steps whose time grows with the table
 RELEASE_COMMAND = "flask --app app upgrade-database"

@@ -94,6 +94,17 @@ def test_missing_values_may_be_null_nan_or_absent(client, service):
     assert all(observation["Age"] is None and observation["Pclass"] is None for observation in stored)
 
 
+def test_a_probability_too_small_to_square_is_stored_and_counted(client, service):
+    """Found by schemathesis: PostgreSQL refused the square of a proba under about 1e-162 in the
+    population's trigger (underflow), and the insert failed with a 500."""
+    extreme = {"Pclass": 657, "SibSp": -590, "Sex": "x", "Embarked": "y", "Parch": None, "Fare": None}
+    response = predict(client, 1, extreme)
+
+    assert response.status_code == 200
+    assert response.get_json()["proba"] < 1e-162
+    assert client.get("/stats").get_json()["overall"]["predictions"] == 1
+
+
 def test_integral_floats_are_accepted_for_integer_features(client):
     assert predict(client, 1, Pclass=3.0, SibSp=1.0).get_json() == {"proba": EXAMPLE_PROBA}
 

@@ -77,12 +77,17 @@ def periods(dialect):
     return f"CASE l.level {cases} END", f"({levels}) AS l"
 
 
+# A proba's square, 0 where it would underflow: PostgreSQL refuses a double that rounds to 0
+# ("value out of range: underflow") and would fail the insert of a proba under about 1e-162.
+SQUARE = "(CASE WHEN ABS(r.proba) < 1e-150 THEN 0 ELSE r.proba * r.proba END)"
+
+
 def proba_upsert(dialect, source):
     when, levels = periods(dialect)
     return f"""
 INSERT INTO stats_proba (level, period, model_version, bin, predictions, sum_proba, sum_squared_proba)
 SELECT l.level, {when}, r.model_version, {dialect.fine_bin} / {FINE_BINS // PROBA_BINS},
-       SUM(r.sign), SUM(r.sign * r.proba), SUM(r.sign * r.proba * r.proba)
+       SUM(r.sign), SUM(r.sign * r.proba), SUM(r.sign * {SQUARE})
 FROM {source} CROSS JOIN {levels} WHERE true
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (level, period, model_version, bin) DO UPDATE SET
@@ -120,7 +125,7 @@ def new_row_statements():
         f"""INSERT INTO stats_proba
     (level, period, model_version, bin, predictions, sum_proba, sum_squared_proba)
 SELECT l.level, {when}, r.model_version, {SQLITE.fine_bin} / {FINE_BINS // PROBA_BINS},
-       1, r.proba, r.proba * r.proba
+       1, r.proba, {SQUARE}
 FROM {source} CROSS JOIN {levels} WHERE true
 ON CONFLICT (level, period, model_version, bin) DO UPDATE SET
 predictions = stats_proba.predictions + 1, sum_proba = stats_proba.sum_proba + excluded.sum_proba,
