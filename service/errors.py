@@ -6,6 +6,9 @@ Contract:
   error Flask, gunicorn or the database raises, into `{"error": "<message>"}` with that status.
 - `STATUSES`: {status: when the service answers it}, the one list of them; /openapi.json and
   the docs are made from it or checked against it.
+- `ON_EVERY_ROUTE`: the statuses gunicorn itself answers, on any route, before a request reaches
+  the service (gunicorn.conf.py gives them the same JSON shape); /openapi.json lists them on
+  every operation.
 - `from_http_exception(exc, request, max_body_bytes)`: the ApiError for a refusal Flask made
   itself (no such route, a method the route doesn't take, a body over the limit).
 """
@@ -19,12 +22,15 @@ STATUSES = {
     405: "the route does not take this method; the Allow header lists those it takes",
     409: "the id was already used for a different observation",
     413: "the body is larger than MAX_BODY_BYTES",
+    414: "the path and query are longer than gunicorn's limit_request_line (4094 bytes by default)",
     415: "the body is not JSON",
     422: "the model could not score the observation; the message names the features to blame",
     429: "too many monitoring requests at once; retry after Retry-After seconds",
+    431: "a header, or the headers together, are larger than gunicorn's limits",
     500: "a bug: the details are in the server log",
     503: "the database is unavailable (retry later) or refuses writes (the message says what to do)",
 }
+ON_EVERY_ROUTE = (414, 431)
 
 
 class ApiError(Exception):

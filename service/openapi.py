@@ -21,7 +21,7 @@ Nothing here knows Flask or the database.
 
 import json
 
-from service.errors import STATUSES
+from service.errors import ON_EVERY_ROUTE, STATUSES
 from service.model_card import example_observation
 from service.routes import LISTED
 from service.schema import INT64_MAX, INT64_MIN
@@ -89,7 +89,7 @@ def operation(route, tokens, labels):
     if route.path == "/predict":
         ok["links"] = outcome_link(labels)
     responses = {"200": ok}
-    for status in route.errors:
+    for status in sorted({*route.errors, *ON_EVERY_ROUTE}):
         responses[str(status)] = {"description": STATUSES[status], "content": json_content(ref("Error"))}
     found = {"operationId": operation_id(route), "summary": route.summary, "responses": responses}
     if route.guard in tokens:

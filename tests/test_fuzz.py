@@ -3,7 +3,9 @@
 document's link from /predict to /update), against gunicorn as deployed with every token set, on
 SQLite and on PostgreSQL. A failure prints schemathesis' report, with the curl that reproduces it.
 
-The seed is fixed so that a run can be repeated; SCHEMATHESIS_SEED=random tries new inputs."""
+The seed is fixed so that a run can be repeated; SCHEMATHESIS_SEED=random tries new inputs.
+schemathesis.toml and schemathesis_hooks.py, beside this file, say what schemathesis is told and
+why."""
 
 import os
 import shutil
@@ -18,12 +20,15 @@ from conftest import fresh_database_url
 TOKEN = "fuzz-token"
 TOKENS = {"WRITE_TOKEN": TOKEN, "MONITORING_TOKEN": TOKEN, "LIST_DB_TOKEN": TOKEN}
 SEED = "20261206"
+HERE = Path(__file__).parent
 
 
 def schemathesis_command(base, report_dir):
     seed = os.environ.get("SCHEMATHESIS_SEED", SEED)
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file",
+        str(HERE / "schemathesis.toml"),
         "run",
         f"{base}/openapi.json",
         "--checks",
@@ -57,6 +62,7 @@ def test_schemathesis_finds_nothing_the_document_and_the_service_disagree_on(
     run = subprocess.run(
         schemathesis_command(server.base, tmp_path / "report"),
         cwd=tmp_path,
+        env=os.environ | {"SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(HERE)},
         capture_output=True,
         text=True,
         timeout=400,
