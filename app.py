@@ -20,7 +20,6 @@ from werkzeug.exceptions import HTTPException
 
 from service import (
     archive,
-    artifacts,
     auth,
     commands,
     database,
@@ -28,6 +27,7 @@ from service import (
     listing,
     metrics,
     migrations,
+    model,
     model_card,
     openapi,
     owner_page,
@@ -40,7 +40,7 @@ from service import (
 )
 from service.batching import MicroBatcher
 from service.errors import ApiError
-from service.monitoring import drift, profile, reports
+from service.monitoring import drift, reports
 from service.predictions import Predictor
 from service.timestamps import utc_now
 
@@ -83,27 +83,30 @@ class Prediction(Model):
 SCHEMA_STATE = migrations.prepare(DB, Prediction, SETTINGS.UPGRADE_AT_START_ROWS, on_platform=bool(PLATFORM))
 
 
-# Model artifacts: loaded once, checked once, so a broken deploy fails at start-up.
-COLUMNS = artifacts.load_columns(SETTINGS.ARTIFACTS_DIR)
-DTYPES = artifacts.load_dtypes(SETTINGS.ARTIFACTS_DIR, COLUMNS)
-PIPELINE, PIPELINE_SHA256 = artifacts.load_pipeline(SETTINGS.ARTIFACTS_DIR)
-MODEL_VERSION = PIPELINE_SHA256[:12]
-MODEL_META = artifacts.training_versions(SETTINGS.ARTIFACTS_DIR, PIPELINE_SHA256)
-artifacts.check_columns_against_pipeline(COLUMNS, PIPELINE)
-SCHEMA = schema.RequestSchema(COLUMNS, DTYPES, SETTINGS.MAX_STRING_CHARS)  # what /predict accepts
-LABELS = schema.Labels(PIPELINE.classes_)  # negative first; predict_proba's second column is positive
+# The model: its files loaded once and checked against each other, so a broken deploy fails at
+# start-up; service/model.py also finds the cheapest exact way to call it.
+MODEL = model.load(SETTINGS.ARTIFACTS_DIR, SETTINGS.MAX_STRING_CHARS, fast=SETTINGS.FAST_PATH)
+COLUMNS, SCHEMA, LABELS, MODEL_VERSION = MODEL.columns, MODEL.schema, MODEL.labels, MODEL.version
 # The training data's profile, the reference for /drift; a model without one serves all the same.
-PROFILES = drift.Profiles(DB, MODEL_VERSION, *profile.read(SETTINGS.ARTIFACTS_DIR, PIPELINE_SHA256))
+PROFILES = drift.Profiles(DB, MODEL_VERSION, MODEL.profile, MODEL.why_no_profile)
 if SCHEMA_STATE.is_current(DB):  # else the release stores it (service/commands.py)
     PROFILES.store(DB)
 DB.close_all()  # no connection may be inherited by gunicorn's forked workers
 MODEL_CARD = model_card.model_card(
-    PIPELINE, SCHEMA, LABELS, PIPELINE_SHA256, MODEL_META, WARNINGS, PROFILES.from_file, PROFILES.why_none
+    MODEL.pipeline,
+    SCHEMA,
+    LABELS,
+    MODEL.sha256,
+    MODEL.meta,
+    WARNINGS,
+    PROFILES.from_file,
+    PROFILES.why_none,
+    calls=MODEL.path,
 )
 OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, SETTINGS.MAX_BODY_BYTES, auth.enforced(SETTINGS))
 
-# Requests that arrive together share one predict_proba call and one INSERT (a batch may be one).
-PREDICTOR = Predictor(PIPELINE, SCHEMA, Prediction, MODEL_VERSION, DB_EPISODES, PROFILES.codes)
+# Requests that arrive together share one call of the model and one INSERT (a batch may be one).
+PREDICTOR = Predictor(MODEL, Prediction, DB_EPISODES, PROFILES.codes)
 BATCHER = MicroBatcher(PREDICTOR.predict_batch, SETTINGS.MAX_BATCH_SIZE)
 # /stats and the page read running totals kept by the database, and callers that come at once
 # share one computation per worker, so a flood of them can't starve /predict.

@@ -5,11 +5,13 @@ it needs from app.py rather than importing it:
 
     settings        every setting, its default and how it is read
     platforms       which platform the service runs on, and what it needs there
+    model           the one place that loads, checks and calls a model
     artifacts       the model's files, loaded and checked
+    fast_path       a fitted pipeline rebuilt with numpy, for the few rows of a request
     schema          what /predict and /update accept, from the model's files
     model_card      GET /model, and the one rule for an example observation
     predictions     scoring and storing a batch of observations
-    batching        requests that arrive together share one predict_proba call
+    batching        requests that arrive together share one call of the model
     database        the connection pool and what each database fault means
     migrations      creating and upgrading the tables
     commands        the release's schema upgrade and archiving, run beside the web process

@@ -2,7 +2,8 @@
 
 Contract:
 - The metrics: `http_requests_total` (route, method, status), `http_request_duration_seconds`
-  (route; a histogram), `predict_batch_size` (a histogram of rows per predict_proba call),
+  (route; a histogram), `predict_batch_size` (a histogram of rows per call of the model),
+  `model_calls_total` (path: "fast" or "scikit-learn", model.py),
   `predictions_total` (model_version; new rows stored), `database_errors_total` (kind:
   unavailable, refused or error, as database.classify() tells them), `service_ready` (1 or 0, as
   the last /ready or scrape found it), `database_connections_allowed` (the instance's bound),
@@ -40,7 +41,10 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BATCH_SIZES = Histogram(
-    "predict_batch_size", "Rows scored per predict_proba call", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+    "predict_batch_size", "Rows scored per call of the model", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+MODEL_CALLS = Counter(
+    "model_calls_total", "Batches scored, by how: the fast path or scikit-learn's predict_proba", ["path"]
 )
 PREDICTIONS = Counter("predictions_total", "New predictions stored", ["model_version"])
 DATABASE_ERRORS = Counter("database_errors_total", "Requests failed by the database", ["kind"])

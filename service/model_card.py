@@ -2,11 +2,12 @@
 
 Contract:
 - `model_card(pipeline, schema, labels, pipeline_sha256, training_meta, warnings, profile,
-  no_profile)`: the features, their training dtypes, the JSON type each accepts, the categories
+  no_profile, calls)`: the features, their training dtypes, the JSON type each accepts, the categories
   seen in training and, from the training profile, a typical value; the classes, the positive
   one (whose probability /predict answers) and what /update takes for each; the model's hash
   and version; the library versions running and those that trained it; the training profile's
-  rows and test ROC AUC, or why there is none (`no_profile`).
+  rows and test ROC AUC, or why there is none (`no_profile`); how the model is called (`calls`,
+  model.py: the fast path or scikit-learn, and why).
 - `categories_seen(estimator)`: {column: categories} learnt by every fitted encoder in a pipeline.
 - `example_observation(features, row=None)`: the one rule for a valid example observation, from
   the card's features: the row's value where it has one, else the feature's typical value in
@@ -40,7 +41,15 @@ def categories_seen(estimator, columns=None):
 
 
 def model_card(
-    pipeline, schema, labels, pipeline_sha256, training_meta, warnings=(), profile=None, no_profile=None
+    pipeline,
+    schema,
+    labels,
+    pipeline_sha256,
+    training_meta,
+    warnings=(),
+    profile=None,
+    no_profile=None,
+    calls=None,
 ):
     # A category column takes exactly its dtype's categories; an encoder's are what it learnt.
     categories = categories_seen(pipeline) | schema.categories
@@ -58,6 +67,7 @@ def model_card(
             for column, dtype in schema.dtypes.items()
         ],
         "training_profile": training_profile(profile, no_profile),
+        "calls": calls or {},
         "versions": {
             package: {"running": installed_version(package), "trained_with": training_meta.get(package)}
             for package in CHECKED_PACKAGES

@@ -52,6 +52,7 @@ DEFAULTS = {
     "MAX_STRING_CHARS": (1000, int),
     "REQUEST_READ_SECONDS": (10.0, float),
     "ARTIFACTS_DIR": (REPOSITORY, Path),
+    "FAST_PATH": (True, flag),
     "LOG_LEVEL": ("INFO", str),
     "FLASK_DEBUG": (False, lambda text: text == "1"),
 }

@@ -103,17 +103,19 @@ def passenger(i):
 
 def scored_alone(service, observation):
     """The tutorial's way: one DataFrame, cast with .astype(dtypes), one predict_proba."""
-    frame = pd.DataFrame([observation], columns=service.COLUMNS).astype(service.DTYPES)
-    return service.PIPELINE.predict_proba(frame)[0, 1]
+    frame = pd.DataFrame([observation], columns=service.MODEL.columns).astype(service.MODEL.dtypes)
+    return service.MODEL.pipeline.predict_proba(frame)[0, 1]
 
 
 def test_the_frame_has_the_training_dtypes_and_a_nullable_twin_only_where_a_value_is_missing(service):
     complete = service.SCHEMA.observation({"id": 1, "observation": EXAMPLE_OBSERVATION}).features
-    missing = service.SCHEMA.observation({"id": 2, "observation": dict.fromkeys(service.COLUMNS)}).features
+    missing = service.SCHEMA.observation(
+        {"id": 2, "observation": dict.fromkeys(service.MODEL.columns)}
+    ).features
 
-    assert service.SCHEMA.frame([complete, complete]).dtypes.equals(service.DTYPES)
+    assert service.SCHEMA.frame([complete, complete]).dtypes.equals(service.MODEL.dtypes)
     frame = service.SCHEMA.frame([complete, missing])
-    for column, dtype in service.DTYPES.items():
+    for column, dtype in service.MODEL.dtypes.items():
         assert frame.dtypes[column] == ("Int64" if dtype == "int64" else dtype), column
     assert frame["Pclass"].isna().tolist() == [False, True]
 
@@ -130,13 +132,13 @@ def test_batched_predictions_equal_scoring_each_row_alone(client, service):
 
     for i, response in enumerate(responses):
         assert response.status_code == 200
-        assert response.get_json()["proba"] == scored_alone(service, passenger(i))
+        assert response.get_json()["proba"] == pytest.approx(scored_alone(service, passenger(i)), abs=1e-12)
     assert service.Prediction.select().count() == 300
-    assert batch_count() - calls_before < 300  # some requests shared a predict_proba call
+    assert batch_count() - calls_before < 300  # some requests shared a call of the model
 
 
 def batch_count():
-    """predict_proba calls made in this process so far (the predict_batch_size histogram's count)."""
+    """Calls of the model made in this process so far (the predict_batch_size histogram's count)."""
     return REGISTRY.get_sample_value("predict_batch_size_count") or 0
 
 

@@ -49,7 +49,7 @@ def scoring(request, model_dirs, tmp_path_factory):
         held_back = replay_example.held_back_passengers()
     else:
         held_back = pd.read_csv(model_dirs[model] / "held_back.csv")
-    yield module, held_back[module.COLUMNS].reset_index(drop=True)
+    yield module, held_back[module.MODEL.columns].reset_index(drop=True)
     module.DB.close_all()
 
 
@@ -66,7 +66,7 @@ def send(client, frame):
 def stored_frame(module):
     """The stored observations, read back as Step 3 reads them."""
     rows = module.Prediction.select(module.Prediction.observation).order_by(module.Prediction.id)
-    return pd.DataFrame([json.loads(row.observation) for row in rows], columns=module.COLUMNS)
+    return pd.DataFrame([json.loads(row.observation) for row in rows], columns=module.MODEL.columns)
 
 
 def drift_of(client, module, query=""):
@@ -77,7 +77,7 @@ def drift_of(client, module, query=""):
 
 def assert_equals_step_3(module, found):
     expected = module.PROFILES.running().psi_of(stored_frame(module))
-    assert {feature["name"] for feature in found["features"]} == set(module.COLUMNS)
+    assert {feature["name"] for feature in found["features"]} == set(module.MODEL.columns)
     for feature in found["features"]:
         assert feature["psi"] == pytest.approx(expected[feature["name"]], abs=1e-9, rel=0)
     psis = [feature["psi"] for feature in found["features"]]
@@ -268,7 +268,7 @@ def assert_counts_match_the_rows(database):
 def test_the_counts_follow_every_change_to_the_rows_and_keep_the_archived_ones(database_url, tmp_path):
     module = import_app(database_url)
     client = module.app.test_client()
-    send(client, replay_example.held_back_passengers()[module.COLUMNS].head(60))
+    send(client, replay_example.held_back_passengers()[module.MODEL.columns].head(60))
     client.post("/update", json={"id": 3, "true_class": 1})  # a label moves none of these counts
     database = connect(database_url)
     database.execute_sql("UPDATE prediction SET proba = 0.999 WHERE observation_id < 5")

@@ -35,7 +35,7 @@ def test_model_describes_the_features_the_classes_and_the_versions(client, servi
 
     assert card["model_version"] == service.MODEL_VERSION == card["pipeline_sha256"][:12]
     assert card["positive_class"] == 1
-    assert [feature["name"] for feature in card["features"]] == service.COLUMNS
+    assert [feature["name"] for feature in card["features"]] == service.MODEL.columns
     features = {feature["name"]: feature for feature in card["features"]}
     # typical: the training profile's median (numbers) or commonest value
     assert features["Age"] == {"name": "Age", "dtype": "float64", "accepts": "number", "typical": 28.5}

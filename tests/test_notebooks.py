@@ -119,7 +119,7 @@ def test_step_1_reproduces_the_shipped_model_under_every_blas_kernel(kernel, tmp
 def test_step_2_predicts_the_readme_passenger_like_the_service(workdir, service):
     _, _, outputs = workdir
     observation = service.SCHEMA.observation({"id": 0, "observation": EXAMPLE_OBSERVATION})
-    [proba] = service.PREDICTOR.probabilities([observation.features])
+    [proba] = service.MODEL.probabilities([observation.features])
     printed = re.search(r"probability of survival: (\S+)", "".join(outputs)).group(1)
     assert float(printed) == pytest.approx(proba, abs=1e-9)
 

@@ -63,7 +63,7 @@ def rows(your_service):
     meta_path = your_service.artifacts_dir / "model_meta.json"
     trained_on = json.loads(meta_path.read_text()).get("trained_on") if meta_path.is_file() else None
     path = your_service.artifacts_dir / trained_on if trained_on else None
-    return sample_rows(path, your_service.COLUMNS, most=20) if path and path.is_file() else []
+    return sample_rows(path, your_service.MODEL.columns, most=20) if path and path.is_file() else []
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_the_model_card_names_the_classes_as_plain_json(client, your_service):
     classes = joblib.load(your_service.artifacts_dir / "pipeline.pickle").classes_.tolist()
     assert card["classes"] == classes
     assert card["positive_class"] == classes[1]
-    assert [feature["name"] for feature in card["features"]] == your_service.COLUMNS
+    assert [feature["name"] for feature in card["features"]] == your_service.MODEL.columns
 
 
 def test_an_observation_built_from_the_schema_is_scored_and_committed(client, your_service, observation):
@@ -100,7 +100,7 @@ def test_an_observation_built_from_the_schema_is_scored_and_committed(client, yo
     assert 0 <= response.get_json()["proba"] <= 1
     [row] = your_service.Prediction.select()
     assert row.proba == response.get_json()["proba"]
-    assert list(json.loads(row.observation)) == your_service.COLUMNS
+    assert list(json.loads(row.observation)) == your_service.MODEL.columns
 
 
 def test_every_training_row_sent_as_json_is_scored_like_the_pipeline_does(client, your_service, rows):
@@ -108,8 +108,8 @@ def test_every_training_row_sent_as_json_is_scored_like_the_pipeline_does(client
         pytest.skip("model_meta.json names no training file that is here")
     meta = json.loads((your_service.artifacts_dir / "model_meta.json").read_text())
     frame = pd.read_csv(your_service.artifacts_dir / meta["trained_on"], nrows=len(rows))
-    frame = frame[your_service.COLUMNS].astype(your_service.DTYPES)
-    expected = your_service.PIPELINE.predict_proba(frame)[:, 1]
+    frame = frame[your_service.MODEL.columns].astype(your_service.MODEL.dtypes)
+    expected = your_service.MODEL.pipeline.predict_proba(frame)[:, 1]
     for i, row in enumerate(rows):
         response = predict(client, i, row)
         assert response.status_code == 200, response.get_json()
@@ -136,7 +136,7 @@ def test_a_retry_gets_the_stored_answer_and_another_observation_a_409(
 
 
 def test_an_absent_feature_is_named_in_the_answer(client, your_service, observation):
-    absent = your_service.COLUMNS[0]
+    absent = your_service.MODEL.columns[0]
     response = predict(client, 1, {k: v for k, v in observation.items() if k != absent})
 
     body = response.get_json()
@@ -149,7 +149,7 @@ def test_an_absent_feature_is_named_in_the_answer(client, your_service, observat
 
 
 def test_explicit_nulls_are_not_warned_about(client, your_service, observation):
-    response = predict(client, 1, {**observation, your_service.COLUMNS[0]: None})
+    response = predict(client, 1, {**observation, your_service.MODEL.columns[0]: None})
     assert "warnings" not in (response.get_json() or {})
 
 
@@ -158,7 +158,7 @@ def test_a_request_with_none_of_the_features_is_a_400_naming_them(client, your_s
     for body in ({"id": 1, "observation": lower_case}, {"id": 1, **observation}):
         response = client.post("/predict", json=body)
         assert response.status_code == 400
-        assert your_service.COLUMNS[0] in response.get_json()["error"]
+        assert your_service.MODEL.columns[0] in response.get_json()["error"]
     assert your_service.Prediction.select().count() == 0
 
 
@@ -194,6 +194,12 @@ def test_stats_measure_the_positive_class(client, card, rows, observation):
     assert overall["observed_positive_rate"] == pytest.approx(positives / len(observations))
 
 
+def test_the_model_takes_the_fast_path(card):
+    """The tutorial's pipeline and the suite's two other models: every step is covered."""
+    assert card["calls"]["serves"] == "fast path", card["calls"]
+    assert card["calls"]["largest_difference"] <= 1e-12
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_the_model_check_passes_and_prints_a_curl_for_the_model(model, model_dirs):
@@ -210,6 +216,7 @@ def test_the_model_check_passes_and_prints_a_curl_for_the_model(model, model_dir
     assert '{"proba": ' in result.stdout
     profile = json.loads((model_dirs[model] / "training_profile.json").read_text())
     assert f"training profile: {profile['training_rows']} rows" in result.stdout
+    assert "called through the fast path (agreed with predict_proba on " in result.stdout
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ Contract: `python -m tools.check_model [--artifacts DIR] [--sample CSV]`
    must be refused, /update must take the model's positive label, each sample row must be
    scored, and /drift must compare them with training;
 4. prints a report: the features and what each accepts, the classes, the training profile (or
-   how to make one: a model without one serves, but /drift has nothing to compare with), a curl
+   how to make one: a model without one serves, but /drift has nothing to compare with), how the
+   model is called (the fast path, or scikit-learn and what kept it there), a curl
    line for this model with the answer it got, and every problem with what to do about it.
 It exits 0 when there is no problem and 1 otherwise.
 
@@ -34,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from service import artifacts
+from service.model import describe_path
 from service.model_card import example_observation
 from tools.servers import REPO, LiveServer
 
@@ -162,6 +164,7 @@ def report(card, example, answer, rows, sample, problems):
         print(f"training profile: none; {profile['missing']}")
     else:
         print(f"training profile: {profile['training_rows']} rows; test ROC AUC {profile['test_roc_auc']}")
+    print(f"called through {describe_path(card['calls'])}")
     print(f"sample rows scored: {len(rows)}" + (f" from {sample}" if sample else " (no sample file)"))
     print("example:")
     curl = "curl -s -X POST http://localhost:5000/predict -H 'Content-Type: application/json' -d"

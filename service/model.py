@@ -1,0 +1,216 @@
+"""The one place that loads, checks and calls a model.
+
+Contract:
+- `load(directory, max_string_chars, fast=True)`: the `Model` whose files are in the directory,
+  each read and checked against the others (artifacts.py), or ArtifactError saying what to fix.
+  `assemble(...)` makes one of files already read (the tests' models).
+  `Model` holds columns, dtypes, pipeline, sha256, version (the first 12 hex digits), meta
+  (model_meta.json, or {}), schema (the RequestSchema of what /predict accepts), labels, profile
+  and why_no_profile (training_profile.json, or why there is none to use) and `path`: how it is
+  called, for /model, the start-up log and `make check-model`.
+- `Model.probabilities(feature_rows)`: the positive class's probability of each row of validated
+  features, as predict_proba gives it (to 1e-12), or what predict_proba raises. The fast path
+  (fast_path.py) answers when it serves and covers the rows; otherwise predict_proba does.
+- `Model.accepts(features)`: whether the model scores the row.
+
+The fast path serves only once it has agreed with predict_proba on every probe row
+(`probe_rows`): the training profile's bins and typical row, every category seen in training and
+an unseen one, every feature missing, extreme numbers, and mixes of them. A probe row scikit-learn
+refuses must be refused by the fast path too. `fast=False` (the FAST_PATH setting) skips it.
+"""
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from service import artifacts, fast_path, metrics, model_card, schema
+from service.errors import ApiError
+from service.monitoring import profile as training_profile
+
+log = logging.getLogger(__name__)
+TOLERANCE = 1e-12  # the largest difference from predict_proba the fast path may make
+MIXED_PROBES = 64  # random mixes of the probe values, on top of one row per value
+EXTREME_NUMBERS = (0.0, -0.0, 1.5, -1.5, 1e-300, -1e-300, 1e6, -1e6, 1e15, -1e15, 1e300, -1e300)
+EXTREME_INTEGERS = (0, 1, -1, 2**31, -(2**31), 2**53, -(2**53))
+
+
+@dataclass
+class Model:
+    columns: list
+    dtypes: object
+    pipeline: object
+    sha256: str
+    meta: dict
+    schema: object
+    labels: object
+    profile: object
+    why_no_profile: str | None
+    fast: object = None
+    path: dict = field(default_factory=dict)
+
+    @property
+    def version(self):
+        return self.sha256[:12]
+
+    def probabilities(self, feature_rows):
+        if self.fast is not None:
+            try:
+                found = self.fast.probabilities(feature_rows).tolist()
+            except fast_path.Refused:
+                metrics.MODEL_CALLS.labels("scikit-learn").inc()
+            else:
+                metrics.MODEL_CALLS.labels("fast").inc()
+                return found
+        else:
+            metrics.MODEL_CALLS.labels("scikit-learn").inc()
+        return self.pipeline.predict_proba(self.schema.frame(feature_rows))[:, 1].tolist()
+
+    def accepts(self, features):
+        try:
+            self.probabilities([features])
+        except Exception:
+            return False
+        return True
+
+
+def load(directory, max_string_chars, fast=True):
+    columns = artifacts.load_columns(directory)
+    dtypes = artifacts.load_dtypes(directory, columns)
+    pipeline, sha256 = artifacts.load_pipeline(directory)
+    artifacts.check_columns_against_pipeline(columns, pipeline)
+    meta = artifacts.training_versions(directory, sha256)
+    found_profile = training_profile.read(directory, sha256)
+    return assemble(columns, dtypes, pipeline, sha256, meta, found_profile, max_string_chars, fast)
+
+
+def assemble(columns, dtypes, pipeline, sha256, meta, found_profile, max_string_chars, fast):
+    """The Model of files already read and checked; found_profile is (Profile, why there is none)."""
+    model = Model(
+        columns,
+        dtypes,
+        pipeline,
+        sha256,
+        meta,
+        schema.RequestSchema(columns, dtypes, max_string_chars),
+        schema.Labels(pipeline.classes_),  # negative first; predict_proba's second column is positive
+        *found_profile,
+    )
+    model.fast, model.path = choose_path(model, fast)
+    log.info("model %s is called through %s", model.version, describe_path(model.path))
+    return model
+
+
+def describe_path(path):
+    if path["serves"] == "fast path":
+        return (
+            f"the fast path (agreed with predict_proba on {path['probes']} probe rows, "
+            f"largest difference {path['largest_difference']:.3g})"
+        )
+    return f"scikit-learn's predict_proba ({path['why']})"
+
+
+def choose_path(model, fast):
+    """(the FastPath or None, how the model is called and why)."""
+    if not fast:
+        return None, {"serves": "scikit-learn", "why": "the fast path is off (FAST_PATH=0)"}
+    try:
+        candidate = fast_path.build(model.pipeline, model.schema.kinds)
+    except fast_path.NotCovered as exc:
+        return None, {"serves": "scikit-learn", "why": f"the fast path does not cover {exc}"}
+    rows = probe_rows(model)
+    disagreement, largest = compare(model, candidate, rows)
+    if disagreement:
+        why = f"the fast path disagreed with predict_proba: {disagreement}"
+        return None, {"serves": "scikit-learn", "why": why}
+    return candidate, {"serves": "fast path", "probes": len(rows), "largest_difference": largest}
+
+
+# Checking the fast path against predict_proba.
+def compare(model, candidate, rows):
+    """(what disagreed, or None; the largest difference between the two on the probe rows)."""
+    expected = outcomes(lambda part: model.pipeline.predict_proba(model.schema.frame(part))[:, 1], rows)
+    found = outcomes(candidate.probabilities, rows)
+    largest = 0.0
+    for row, want, got in zip(rows, expected, found, strict=True):
+        if want is None and got is not None:
+            return f"scikit-learn refuses {row} but the fast path answered {got}", largest
+        if want is not None and got is not None:
+            difference = abs(want - got)
+            largest = max(largest, difference)
+            if not difference <= TOLERANCE:
+                return f"{got} where scikit-learn gives {want} for {row}", largest
+    return None, largest
+
+
+def outcomes(call, rows):
+    """Each row's probability, or None where `call` refuses the row (found by halving)."""
+    try:
+        return [float(p) for p in call(rows)]
+    except Exception:
+        if len(rows) == 1:
+            return [None]
+    middle = len(rows) // 2
+    return outcomes(call, rows[:middle]) + outcomes(call, rows[middle:])
+
+
+def probe_rows(model):
+    """Rows that take every path through the pipeline, each valid for /predict."""
+    categories = model_card.categories_seen(model.pipeline)
+    values = {column: probe_values(model, column, categories.get(column, ())) for column in model.columns}
+    base = typical_row(model, values)
+    rows = [base, {column: None for column in model.columns}]
+    rows += [{**base, column: value} for column in model.columns for value in values[column]]
+    pick = random.Random(0)
+    rows += [{column: pick.choice(values[column]) for column in model.columns} for _ in range(MIXED_PROBES)]
+    return rows
+
+
+def typical_row(model, values):
+    if model.profile is not None:
+        typical = model.profile.typical_observation()
+        return {column: valid(model, column, typical.get(column), None) for column in model.columns}
+    return {column: values[column][0] for column in model.columns}
+
+
+def valid(model, column, value, otherwise):
+    try:
+        return model.schema.checked_feature(column, value)
+    except ApiError:
+        return otherwise
+
+
+def probe_values(model, column, encoded):
+    """The feature's values to probe with: missing, training's categories and an unseen one, the
+    profile's bin edges and typical value, extreme numbers; only those /predict accepts."""
+    kind = model.schema.kinds[column]
+    candidates = [None, *model.schema.categories.get(column, ()), *encoded]
+    if kind in ("string", "string or number"):
+        candidates += ["a value never seen in training", ""]
+    if kind in ("integer", "string or number"):
+        candidates += EXTREME_INTEGERS
+    if kind in ("number", "string or number"):
+        candidates += EXTREME_NUMBERS
+    if kind == "boolean":
+        candidates += [False, True]
+    candidates += profile_values(model.profile, column)
+    found = []
+    for value in candidates:
+        checked = valid(model, column, value, KeyError)
+        if checked is not KeyError and not any(same(checked, seen) for seen in found):
+            found.append(checked)
+    return found
+
+
+def same(a, b):
+    return type(a) is type(b) and (a == b or (a != a and b != b))
+
+
+def profile_values(profile, column):
+    if profile is None:
+        return []
+    for spec in profile.document["features"]:
+        if spec["name"] == column:
+            edges = spec.get("edges", [])
+            middles = [(low + high) / 2 for low, high in zip(edges[:-1], edges[1:], strict=True)]
+            return [spec.get("typical"), *edges, *middles, *spec.get("seen", []), *spec.get("values", [])]
+    return []
