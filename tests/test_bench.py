@@ -24,8 +24,18 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
         "BENCH_ARGS=--seconds 1 --repeat 1 --starts 1 --sizes 1000 --postgresql-sizes --flood-rows 1000 "
         "--flood-seconds 2 --release-rows 2000 --storage-rows 2000",
     )
-    table = re.findall(r"^\| (?:sqlite|postgresql) \| (?:baseline|service) \|", result.stdout, flags=re.M)
-    assert len(table) == 20, result.stdout + result.stderr  # 5 connection counts, 2 servers, 2 backends
+    table = re.findall(
+        r"^\| (?:sqlite|postgresql) \| (?:baseline|service|scikit-learn|health) \| \d+ \| [\d,]+ "
+        r"\| [\d.]+ \| [\d.]+ \| [\d.]+ \|",  # req/s, p50, p99, CPU ms per request
+        result.stdout,
+        flags=re.M,
+    )
+    assert len(table) == 40, result.stdout + result.stderr  # 5 connection counts, 4 kinds, 2 backends
+    assert re.search(
+        r"^(met   |MISSED) SQLite, 16 connections: /predict at least 60% of /health",
+        result.stdout,
+        flags=re.M,
+    )
     assert "met    every server: every 200 is a row in the database" in result.stdout
     assert "met    the service: zero errors" in result.stdout
     assert re.search(
