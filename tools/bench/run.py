@@ -119,7 +119,8 @@ def memory_mb(server):
 
 
 def bench_backend(backend, postgres, scratch, args):
-    """Medians per (kind, connections) for one backend, plus the service's memory."""
+    """Medians per (kind, connections) for one backend, plus the memory of the service with and
+    without its fast path: {server: (workers, RSS, PSS)}."""
     urls, servers = {}, {}
     try:
         for name, (command, env) in SERVERS.items():
@@ -145,7 +146,7 @@ def bench_backend(backend, postgres, scratch, args):
                     runs[kind].append(run)
             for kind in KINDS:
                 results.append(summarize(backend, kind, connections, runs[kind]))
-        return results, memory_mb(servers["service"])
+        return results, {name: memory_mb(servers[name]) for name in ("service", "scikit-learn")}
     finally:
         for server in servers.values():
             server.stop()
@@ -197,8 +198,8 @@ def print_table(rows, memory, args):
             f"| {r['rps'] / health['rps']:.2f} | {r['p50_ms'] / health['p50_ms']:.1f}x |"
         )
     print()
-    for backend, (workers, rss, pss) in memory.items():
-        print(f"service on {backend}, master + {workers} workers: RSS {rss:.0f} MB, PSS {pss:.0f} MB")
+    for (backend, name), (workers, rss, pss) in memory.items():
+        print(f"{name} on {backend}, master + {workers} workers: RSS {rss:.0f} MB, PSS {pss:.0f} MB")
 
 
 def check_targets(rows, memory, more_targets):
@@ -269,7 +270,8 @@ def main():
     rows, memory, first_200 = [], {}, {}
     try:
         for backend in ("sqlite", "postgresql"):
-            results, memory[backend] = bench_backend(backend, postgres, scratch, args)
+            results, found = bench_backend(backend, postgres, scratch, args)
+            memory |= {(backend, name): figures for name, figures in found.items()}
             rows += results
             url = (
                 f"sqlite:///{scratch}/start.db" if backend == "sqlite" else postgres.create_database("start")
