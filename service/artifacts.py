@@ -132,7 +132,10 @@ def training_versions(directory, pipeline_sha256):
         return {}
     meta = json.loads(path.read_text())
     if meta.get("pipeline_sha256") != pipeline_sha256:
-        log.warning("model_meta.json describes another pipeline.pickle; ignoring it")
+        log.warning(
+            "model_meta.json describes another pipeline.pickle (left from another model?), so it is "
+            "ignored: delete it or write this model's with Step 1's cells"
+        )
         return {}
     for package in CHECKED_PACKAGES:
         if meta.get(package) and meta[package] != version(package):

@@ -77,12 +77,12 @@ def missing(message, tests):
 
 @pytest.fixture(scope="session")
 def other_model_dirs(tmp_path_factory):
-    """The two other models of tests/models.py, trained once per test process: {name: directory}.
+    """The other models of tests/models.py, trained once per test process: {name: directory}.
     Tests read them; one that changes a file copies it first."""
-    from models import OTHER_MODELS
+    from models import COPIED_OVER, OTHER_MODELS
 
     root = tmp_path_factory.mktemp("models")
-    return {name: make(root / name) for name, make in OTHER_MODELS.items()}
+    return {name: make(root / name) for name, make in (OTHER_MODELS | COPIED_OVER).items()}
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import pickle
 import platform
+import shutil
 
 import joblib
 import numpy as np
@@ -24,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.monitoring import profile
+from tools.servers import EXAMPLE_DIR
 
 
 def write_artifacts(directory, pipeline, X, y, target, held_back):
@@ -95,7 +97,19 @@ def mixed_dtypes_with_string_labels(directory, rows=400):
     return write_artifacts(directory, pipeline, X, y, "status", held_back)
 
 
+def beside_the_example_s_files(directory):
+    """What copying three files does: the churn model's pipeline.pickle, dtypes.pickle and
+    columns.json, with the example's model_meta.json and training_profile.json left in place
+    (both describe another pipeline, so the service ignores them and says so)."""
+    mixed_dtypes_with_string_labels(directory)
+    for name in ("model_meta.json", "training_profile.json"):
+        shutil.copy(EXAMPLE_DIR / name, directory / name)
+    return directory
+
+
 OTHER_MODELS = {
     "float-features-with-spaces": float_features_with_spaces,
     "mixed-dtypes-string-labels": mixed_dtypes_with_string_labels,
 }
+# A model with files beside it that describe another: for the tests that must follow any model.
+COPIED_OVER = {"three-files-copied-over-the-example": beside_the_example_s_files}

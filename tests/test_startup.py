@@ -181,7 +181,7 @@ def test_model_meta_of_another_pipeline_is_ignored(artifacts, tmp_path):
     result = start_app(artifacts, tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert "model_meta.json describes another pipeline.pickle; ignoring it" in result.stderr
+    assert "model_meta.json describes another pipeline.pickle (left from another model?)" in result.stderr
     assert "VERSION MISMATCH" not in result.stderr
 
 

@@ -84,7 +84,8 @@ def start_service(artifacts_dir, scratch):
 
 
 def check_artifacts(directory, problems):
-    """The service's own loading and checks; the model's columns, or None when it can't load."""
+    """The service's own loading and checks: (the model's columns, model_meta.json if it describes
+    this pipeline, else {}), or (None, {}) when the model can't load."""
     try:
         columns = artifacts.load_columns(directory)
         artifacts.load_dtypes(directory, columns)
@@ -93,11 +94,11 @@ def check_artifacts(directory, problems):
             print(
                 "note: the pipeline was not fitted on a DataFrame: columns.json can't be checked against it"
             )
-        artifacts.training_versions(directory, sha256)
+        meta = artifacts.training_versions(directory, sha256)
     except artifacts.ArtifactError as exc:
         problems.append(str(exc))
-        return None
-    return columns
+        return None, {}
+    return columns, meta
 
 
 def exercise(service, card, rows, problems):
@@ -181,12 +182,11 @@ def main(argv=None):
     parser.add_argument("--sample", type=Path, help="a CSV with the model's columns, e.g. the training data")
     args = parser.parse_args(argv)
     problems = []
-    columns = check_artifacts(args.artifacts, problems)
+    columns, meta = check_artifacts(args.artifacts, problems)
     if columns is None:
         print(f"problems: {len(problems)}\n  - {problems[0]}")
         return 1
-    meta_path = args.artifacts / "model_meta.json"
-    trained_on = json.loads(meta_path.read_text()).get("trained_on") if meta_path.is_file() else None
+    trained_on = meta.get("trained_on")  # only from a model_meta.json written for this pipeline
     sample = args.sample or (args.artifacts / trained_on if trained_on else None)
     sample = sample if sample and sample.is_file() else None
     try:
