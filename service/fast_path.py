@@ -232,10 +232,17 @@ class Lookup:
             else:
                 self.slots[category] = slot
 
-    def find(self, value, unknown):
+    def find(self, value, unknown, refuse_unknown=False):
+        """The value's slot; an unknown value's is `unknown`, or Refused if the encoder errors on it."""
         if value != value:  # NaN
-            return self.missing_slot if self.missing_slot is not None else unknown
-        return self.slots.get(value, unknown)
+            found = self.missing_slot if self.missing_slot is not None else KeyError
+        else:
+            found = self.slots.get(value, KeyError)
+        if found is not KeyError:
+            return found
+        if refuse_unknown:
+            raise Refused(f"an unknown category {value!r}")
+        return unknown
 
 
 def one_hot_encoder(encoder, path):
@@ -260,11 +267,7 @@ def one_hot_encoder(encoder, path):
         out = np.zeros((X.shape[0], width))
         for j, (lookup, unknown, position) in enumerate(features):
             for i, value in enumerate(X[:, j].tolist()):
-                slot = lookup.find(value, KeyError)
-                if slot is KeyError:
-                    if refuse_unknown:
-                        raise Refused(f"an unknown category {value!r}")
-                    slot = unknown
+                slot = lookup.find(value, unknown, refuse_unknown)
                 if slot in position:
                     out[i, position[slot]] = 1.0
         return out
@@ -302,12 +305,7 @@ def ordinal_encoder(encoder, path):
         out = np.empty(X.shape, dtype=np.float64)
         for j, lookup in enumerate(lookups):
             for i, value in enumerate(X[:, j].tolist()):
-                code = lookup.find(value, KeyError)
-                if code is KeyError:
-                    if refuse_unknown:
-                        raise Refused(f"an unknown category {value!r}")
-                    code = unknown
-                out[i, j] = code
+                out[i, j] = lookup.find(value, unknown, refuse_unknown)
         return out
 
     return transform
