@@ -63,7 +63,7 @@ class Model:
                 return found
         else:
             metrics.MODEL_CALLS.labels("scikit-learn").inc()
-        return self.pipeline.predict_proba(self.schema.frame(feature_rows))[:, 1].tolist()
+        return scikit_learn(self, feature_rows).tolist()
 
     def accepts(self, features):
         try:
@@ -127,19 +127,25 @@ def choose_path(model, fast):
 
 # Checking the fast path against predict_proba.
 def compare(model, candidate, rows):
-    """(what disagreed, or None; the largest difference between the two on the probe rows)."""
-    expected = outcomes(lambda part: model.pipeline.predict_proba(model.schema.frame(part))[:, 1], rows)
-    found = outcomes(candidate.probabilities, rows)
+    """(what disagreed, or None; the largest difference between the two on the probe rows).
+
+    Only the rows the fast path answers are asked of predict_proba (in one call, unless it
+    refuses one): those it leaves alone go to predict_proba at run time too."""
+    answered = [(row, got) for row, got in zip(rows, outcomes(candidate.probabilities, rows), strict=True)]
+    answered = [(row, got) for row, got in answered if got is not None]
+    expected = outcomes(lambda part: scikit_learn(model, part), [row for row, _ in answered])
     largest = 0.0
-    for row, want, got in zip(rows, expected, found, strict=True):
-        if want is None and got is not None:
+    for (row, got), want in zip(answered, expected, strict=True):
+        if want is None:
             return f"scikit-learn refuses {row} but the fast path answered {got}", largest
-        if want is not None and got is not None:
-            difference = abs(want - got)
-            largest = max(largest, difference)
-            if not difference <= TOLERANCE:
-                return f"{got} where scikit-learn gives {want} for {row}", largest
+        largest = max(largest, abs(want - got))
+        if not abs(want - got) <= TOLERANCE:
+            return f"{got} where scikit-learn gives {want} for {row}", largest
     return None, largest
+
+
+def scikit_learn(model, feature_rows):
+    return model.pipeline.predict_proba(model.schema.frame(feature_rows))[:, 1]
 
 
 def outcomes(call, rows):
