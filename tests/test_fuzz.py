@@ -38,7 +38,7 @@ def schemathesis_command(base, report_dir):
         "--header",
         f"Authorization: Bearer {TOKEN}",
         "--max-examples",
-        "100",
+        "70",
         "--workers",
         "1",
         "--report",

@@ -182,6 +182,12 @@ HEADER = (
 )
 
 
+def ratio(value, reference, spec):
+    """value / reference, or "n/a" when the reference run answered nothing (a very short run of
+    a server still warming up, on a machine busy with other work)."""
+    return format(value / reference, spec) if reference else "n/a"
+
+
 def print_table(rows, memory, args):
     print(
         f"\nmedians of {args.repeat} runs of {args.seconds}s; {args.workers} workers; wrk on this machine\n"
@@ -194,8 +200,8 @@ def print_table(rows, memory, args):
         print(
             f"| {r['backend']} | {r['kind']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['cpu_ms']:.2f} | {r['errors']} | {r['ok']:,} | {r['rows']:,} "
-            f"| {r['rps'] / base['rps']:.2f}x | {r['p50_ms'] / base['p50_ms']:.2f}x "
-            f"| {r['rps'] / health['rps']:.2f} | {r['p50_ms'] / health['p50_ms']:.1f}x |"
+            f"| {ratio(r['rps'], base['rps'], '.2f')}x | {ratio(r['p50_ms'], base['p50_ms'], '.2f')}x "
+            f"| {ratio(r['rps'], health['rps'], '.2f')} | {ratio(r['p50_ms'], health['p50_ms'], '.1f')}x |"
         )
     print()
     for (backend, name), (workers, rss, pss) in memory.items():
