@@ -127,7 +127,18 @@ def build(pipeline, kinds):
     if classifier is None:
         raise NotCovered(f"{last_name} ({type(last).__name__}): not a classifier the fast path knows")
     transforms = [transform_of(step, name) for name, step in transformers]
-    return FastPath(transforms, classifier(last, last_name), kinds)
+    return FastPath(transforms, classifier(last, last_name, arrives_sparse(transformers)), kinds)
+
+
+def arrives_sparse(transformers):
+    """Whether scikit-learn hands the classifier a sparse matrix: the step before it is a
+    ColumnTransformer that chose sparse output, or a OneHotEncoder with sparse output."""
+    if not transformers:
+        return False
+    last = transformers[-1][1]
+    if type(last) is ColumnTransformer:
+        return bool(getattr(last, "sparse_output_", False))
+    return type(last) is OneHotEncoder and bool(last.sparse_output)
 
 
 def transform_of(step, path):
@@ -312,21 +323,28 @@ def ordinal_encoder(encoder, path):
 
 
 # Classifiers: each builder returns a function from the final matrix to the positive class's probability.
-def logistic_regression(model, path):
+def logistic_regression(model, path, sparse):
     if len(model.classes_) != 2:
         raise NotCovered(f"{path}: more than two classes")
-    coef_t, intercept = model.coef_.T, model.intercept_
+    coef, intercept = model.coef_, model.intercept_
 
     def probabilities(X):
         X = np.asarray(X, dtype=np.float64)
         if not np.isfinite(X).all():
             raise Refused("a missing or infinite value reaches the classifier")
-        return expit((X @ coef_t + intercept).reshape(-1))
+        return expit(decision(X) + intercept)
+
+    def decision(X):
+        if sparse:
+            # scipy multiplies a sparse row by adding its products left to right, without BLAS:
+            # the same sums, bit for bit, on every CPU (a zero's product adds nothing).
+            return np.cumsum(X * coef[0], axis=1)[:, -1]
+        return (X @ coef.T).reshape(-1)  # the BLAS call scikit-learn makes on a dense matrix
 
     return probabilities
 
 
-def tree_ensemble(model, path):
+def tree_ensemble(model, path, sparse):
     trees = list(getattr(model, "estimators_", [model]))
     if len(model.classes_) != 2 or model.n_outputs_ != 1:
         raise NotCovered(f"{path}: not a binary classifier with one output")
