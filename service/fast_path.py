@@ -16,7 +16,7 @@ Contract:
   RandomForestClassifier, ExtraTreesClassifier or DecisionTreeClassifier.
 - `FastPath.probabilities(feature_rows)`: the positive class's probability of each row of
   validated features, a 1-D float64 array. The rows' columns are the arrays scikit-learn makes
-  of the DataFrame RequestSchema.frame would build, without building it (`columns_of`). It raises
+  of the DataFrame RequestSchema.frame builds, without building it (`columns_of`). It raises
   `Refused` for rows it must not answer for: a value scikit-learn would refuse or might treat
   otherwise (an unknown category an encoder errors on, an infinite number, a missing value that
   reaches the classifier, anything that fails to convert). The caller then asks predict_proba,
@@ -344,7 +344,7 @@ def logistic_regression(model, path, sparse):
     return probabilities
 
 
-def tree_ensemble(model, path, sparse):
+def tree_ensemble(model, path, sparse):  # trees compare one value at a time: sparse or not, alike
     trees = list(getattr(model, "estimators_", [model]))
     if len(model.classes_) != 2 or model.n_outputs_ != 1:
         raise NotCovered(f"{path}: not a binary classifier with one output")

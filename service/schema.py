@@ -12,8 +12,7 @@ Contract:
   row stored in an earlier JSON form still matches its retry. A category column takes its
   training categories only; a request that carries none of the model's features is refused.
   `warnings(observation)` lists what was ignored or absent. `frame(rows)` lays validated
-  features out as the DataFrame the pipeline was trained on, and `columns_of(rows)` gives the
-  same columns without the DataFrame (what the fast path reads).
+  features out as the DataFrame the pipeline was trained on.
 - `Labels(classes)` maps what /update receives as `true_class` to 0 (negative) or 1 (positive):
   0/1, false/true, or the model's own labels.
 - `checked_id`, `page_argument`, `hours_argument` and `series_arguments` check the other fields
@@ -394,16 +393,14 @@ class RequestSchema:
         )
 
     def frame(self, feature_rows):
-        """The rows as a DataFrame with the training columns and dtypes."""
-        return pd.DataFrame(self.columns_of(feature_rows))
+        """The rows as a DataFrame with the training columns and dtypes, built column by column.
 
-    def columns_of(self, feature_rows):
-        """{column: its values}, each an array of the column's training dtype, unless it holds a
-        missing value that dtype can't (an integer column with a null), which then gets the
-        nullable twin."""
-        return {
-            column: self._column(column, [row[column] for row in feature_rows]) for column in self.columns
-        }
+        A column keeps its exact training dtype unless it holds a missing value that dtype can't
+        (an integer column with a null), which then gets the nullable twin.
+        """
+        return pd.DataFrame(
+            {column: self._column(column, [row[column] for row in feature_rows]) for column in self.columns}
+        )
 
     def _column(self, column, values):
         dtype = self.dtypes[column]
