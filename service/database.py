@@ -6,7 +6,8 @@ Contract:
   spelling), or a RuntimeError naming the schemes it takes.
 - `add_missing_functions(database)` gives SQLite the ln() that /stats' SQL uses where its build
   lacks the math functions.
-- `EXCEPTIONS`: every exception class peewee raises for a database fault, and its pool's own.
+- `EXCEPTIONS`: every exception class peewee raises for a database fault, its pool's own, and
+  `ConnectionLimitWait` (a connection waited for at the database's limit, and not had in time).
 - `classify(exc)` sorts a database exception into a `Fault`: "unavailable" (down, unreachable,
   no free connection, a lock or deadlock: retrying later can succeed), "refused" (read-only,
   permission denied, disk or storage full: nothing succeeds until an operator acts), or
@@ -22,11 +23,13 @@ Contract:
 - Connections: each worker's pool holds at most `connections_per_worker(DB_MAX_CONNECTIONS,
   workers)`. A connection PostgreSQL (or PgBouncer) refuses for a connection limit is waited for,
   up to DB_TIMEOUT_SECONDS, then answered with CONNECTION_LIMIT ("the database's connection
-  limit is reached", not "unavailable"). While any process of the instance waits so (PRESSURE,
-  in memory the workers share), `give_back()` closes each request's connection instead of
-  pooling it, and a thread per database object and process closes the pool's idle ones, so that
-  whichever worker a request reaches gets a connection, even when the database allows one for
-  all of them.
+  limit is reached", not "unavailable"). A process that holds a connection then waits for its
+  own rather than ask the server again. While a process of the instance waits holding none
+  (WAITING, in memory the workers share), the others open no more, `give_back()` closes each
+  request's connection instead of pooling it, and a thread per database object and process
+  closes the pool's idle ones; a process that starts waiting queues behind those already
+  waiting. So whichever worker a request reaches gets a connection, even when the database
+  allows one for all of them, and no worker starves while another takes every one that frees.
 - The pools are peewee's, through its public interface, plus `CountedConnections`: a small mixin
   that sees each connection the driver opens and closes (peewee's `_connect` and `_close`, the
   methods every backend of peewee defines), for `connections_open()`. tests/test_connections.py
@@ -47,7 +50,17 @@ from peewee import DatabaseError, InterfaceError, OperationalError, PostgresqlDa
 from playhouse.db_url import register_database
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-EXCEPTIONS = (DatabaseError, InterfaceError, MaxConnectionsExceeded)
+
+class ConnectionLimitWait(Exception):
+    """A new connection this process may not open now: the database's limit is reached, and a
+    connection of its own will come back, or another process of the instance needs one more.
+    (Not an OperationalError: peewee would wrap that in its own, and hide what it is.)"""
+
+    def __init__(self):
+        super().__init__("the database's connection limit is reached")
+
+
+EXCEPTIONS = (DatabaseError, InterfaceError, MaxConnectionsExceeded, ConnectionLimitWait)
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +207,8 @@ def at_connection_limit(error):
 def classify(exc):
     if isinstance(exc, MaxConnectionsExceeded):
         return NO_CONNECTION
+    if isinstance(exc, ConnectionLimitWait):
+        return CONNECTION_LIMIT
     original = driver_error(exc)
     if at_connection_limit(original):
         return CONNECTION_LIMIT
@@ -297,28 +312,56 @@ def handle_failure(database, episodes, exc):
     return found
 
 
-# Connections: bounded per instance, waited for at the database's limit, given back under pressure.
+# Connections: bounded per instance, waited for at the database's limit, shared fairly by workers.
 def connections_per_worker(most_per_instance, workers):
     """Each worker's share of DB_MAX_CONNECTIONS, at least one."""
     return max(1, most_per_instance // max(1, workers))
 
 
-class ConnectionPressure:
-    """When a process of this instance last met the database's connection limit, in memory that
-    gunicorn's workers share (made in the master, before it forks them)."""
+class WaitingProcesses:
+    """The processes of this instance that wait for a connection while holding none, counted in
+    memory that gunicorn's workers share (made in the master, before it forks them). While any
+    waits, the others give connections back to the server instead of pooling them, and open no
+    more than they hold."""
 
-    def __init__(self, seconds=5.0):
-        self.seconds = seconds
-        self.last = multiprocessing.RawValue("d", -1e9)  # time.monotonic(): one clock for every process
+    def __init__(self, stale_seconds=1.0):
+        self.count = multiprocessing.Value("i", 0)
+        self.polled = multiprocessing.RawValue("d", -1e9)  # time.monotonic(): one clock for every process
+        # A count no one polls for (a worker killed while it waited) is ignored after this long.
+        self.stale_seconds = stale_seconds
+        self._lock, self._pid, self._threads = threading.Lock(), None, 0
 
-    def signal(self):
-        self.last.value = time.monotonic()
+    def _mine(self):
+        """This process's threads among the waiting (none in a worker freshly forked)."""
+        if self._pid != os.getpid():
+            self._pid, self._threads = os.getpid(), 0
+        return self._threads
 
-    def recent(self):
-        return time.monotonic() - self.last.value < self.seconds
+    def join(self):
+        with self._lock:
+            self._threads = self._mine() + 1
+            if self._threads == 1:
+                with self.count.get_lock():
+                    self.count.value += 1
+
+    def leave(self):
+        with self._lock:
+            self._threads = self._mine() - 1
+            if self._threads == 0:
+                with self.count.get_lock():
+                    self.count.value -= 1
+
+    def poll(self):
+        self.polled.value = time.monotonic()
+
+    def others(self):
+        """Whether another process of this instance waits for a connection it needs."""
+        mine = 1 if self._mine() else 0
+        fresh = time.monotonic() - self.polled.value < self.stale_seconds
+        return fresh and self.count.value - mine > 0
 
 
-PRESSURE = ConnectionPressure()
+WAITING = WaitingProcesses()
 
 
 class CountedConnections:
@@ -362,10 +405,41 @@ class CountedPooledSqliteDatabase(PooledSqliteDatabase, CountedSqliteDatabase):
 register_database(CountedPooledSqliteDatabase, "sqlite+counted")
 
 
-class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase, CountedPostgresqlDatabase):
-    """peewee's pool, except that a new connection the server refuses for its connection limit is
-    waited for (up to the pool's timeout) instead of failing at once. Meanwhile every process of
-    the instance hears of it (PRESSURE) and gives its idle connections back (give_back, reaper)."""
+class FairCountedPostgresqlDatabase(CountedPostgresqlDatabase):
+    """Opens a new connection (peewee's pool calls `_connect` only when it has no idle one) only
+    where that is fair at the database's connection limit: a process holding one waits for its
+    own to come back rather than ask the server again, and a process holding none queues behind
+    the processes already waiting, instead of taking the connection they wait for."""
+
+    refused_at = -1e9
+    refused_recently_seconds = 1.0
+
+    def __init__(self, *args, **kwargs):
+        self.waiting_thread = threading.local()
+        super().__init__(*args, **kwargs)
+
+    def _connect(self):
+        if not self.may_open():
+            raise ConnectionLimitWait()
+        return super()._connect()
+
+    def may_open(self):
+        if self.connections_open():
+            refused_recently = time.monotonic() - self.refused_at < self.refused_recently_seconds
+            return not (refused_recently or WAITING.others())
+        return self.thread_waits() or not WAITING.others()
+
+    def thread_waits(self):
+        """Whether the calling thread counts its process among the waiting (WAITING.join)."""
+        return getattr(self.waiting_thread, "waiting", False)
+
+
+class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase, FairCountedPostgresqlDatabase):
+    """peewee's pool, except that a connection the server refuses for its connection limit is
+    waited for (up to the pool's timeout) instead of failing at once, and that the instance's
+    processes share the connections the server allows (WAITING, give_back, the reaper)."""
+
+    poll_seconds = 0.05  # shorter than WaitingProcesses.stale_seconds
 
     def __init__(self, database, timeout=None, **kwargs):
         self.wait_seconds = min(timeout or 60, 60)
@@ -373,27 +447,47 @@ class WaitingPooledPostgresqlDatabase(PooledPostgresqlDatabase, CountedPostgresq
 
     def connect(self, reuse_if_open=False):
         deadline = time.monotonic() + self.wait_seconds
-        pause = 0.02
-        while True:
-            try:
-                return super().connect(reuse_if_open)
-            except OperationalError as exc:
-                if not at_connection_limit(driver_error(exc)) or time.monotonic() + pause > deadline:
-                    raise
-                PRESSURE.signal()
-                time.sleep(pause)
-                pause = min(2 * pause, 0.25)
+        try:
+            while True:
+                try:
+                    return super().connect(reuse_if_open)
+                except (ConnectionLimitWait, OperationalError) as exc:
+                    if not self.worth_waiting(exc) or time.monotonic() + self.poll_seconds > deadline:
+                        raise
+                self.wait_in_turn()
+        finally:
+            if self.thread_waits():
+                self.waiting_thread.waiting = False
+                WAITING.leave()
+
+    def worth_waiting(self, exc):
+        """A refusal for the connection limit, or a connection this process may not open yet."""
+        if isinstance(exc, ConnectionLimitWait):
+            return True
+        if at_connection_limit(driver_error(exc)):
+            self.refused_at = time.monotonic()
+            return True
+        return False
+
+    def wait_in_turn(self):
+        """A pause before asking again; a process holding no connection counts itself waiting."""
+        if not self.connections_open() and not self.thread_waits():
+            self.waiting_thread.waiting = True
+            WAITING.join()
+        if self.thread_waits():
+            WAITING.poll()
+        time.sleep(self.poll_seconds)
 
 
 register_database(WaitingPooledPostgresqlDatabase, "postgresql+waiting")
 
 
 def give_back(database):
-    """The request's connection back to the pool; back to the server while the instance is at the
-    database's connection limit, so that another worker may have it."""
+    """The request's connection back to the pool; back to the server while another process of the
+    instance waits for one, so that it may have it."""
     if database.is_closed():
         return
-    if PRESSURE.recent():
+    if WAITING.others():
         database.manual_close()
     else:
         database.close()
@@ -402,8 +496,9 @@ def give_back(database):
 
 def start_reaper(database, every_seconds=0.1):
     """Once per database object in each process: a thread that closes the pool's idle connections
-    while PRESSURE is recent, so that a worker with no request to serve holds none another worker
-    needs. (A forked worker inherits the object but not the thread: hence the process id.)"""
+    while another process of the instance waits for one, so that a worker with no request to serve
+    holds none another worker needs. (A forked worker inherits the object but not the thread:
+    hence the process id.)"""
     if getattr(database, "reaper_pid", None) == os.getpid():
         return
     database.reaper_pid = os.getpid()
@@ -411,7 +506,7 @@ def start_reaper(database, every_seconds=0.1):
 
     def reap():
         while (found := pool()) is not None:
-            if PRESSURE.recent():
+            if WAITING.others():
                 found.close_idle()
             del found
             time.sleep(every_seconds)
