@@ -10,4 +10,5 @@ histogram   the arithmetic: ROC AUC with its error bound, calibration, distribut
 exact       the exact probas of a few bins, when the bound must be 0
 pgcopy      PostgreSQL's binary COPY format, read into numpy
 reports     the bodies of /stats and /stats/series, and the pace of their callers (and /drift's)
+comparison  two models on the same labelled rows: paired differences, their intervals, a verdict
 """
