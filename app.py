@@ -73,6 +73,8 @@ class Prediction(Model):
     created_at = DateTimeField(default=utc_now, index=True, null=True)
     updated_at = DateTimeField(default=utc_now, null=True)
     feature_bins = TextField(null=True)  # each feature's bin in the training profile, for /drift
+    challenger_proba = DoubleField(null=True)  # a challenger's answer, stored, never returned
+    challenger_version = CharField(max_length=16, null=True)  # NULL: no challenger scored the row
 
     class Meta:
         database = DB
@@ -87,6 +89,10 @@ SCHEMA_STATE = migrations.prepare(DB, Prediction, SETTINGS.UPGRADE_AT_START_ROWS
 # start-up; service/model.py also finds the cheapest exact way to call it.
 MODEL = model.load(SETTINGS.ARTIFACTS_DIR, SETTINGS.MAX_STRING_CHARS, fast=SETTINGS.FAST_PATH)
 COLUMNS, SCHEMA, LABELS, MODEL_VERSION = MODEL.columns, MODEL.schema, MODEL.labels, MODEL.version
+# A retrained model in challenger/ scores every prediction too, in shadow, if it takes what MODEL takes.
+CHALLENGER = model.load_challenger(
+    SETTINGS.ARTIFACTS_DIR / "challenger", MODEL, SETTINGS.MAX_STRING_CHARS, fast=SETTINGS.FAST_PATH
+)
 # The training data's profile, the reference for /drift; a model without one serves all the same.
 PROFILES = drift.Profiles(DB, MODEL_VERSION, MODEL.profile, MODEL.why_no_profile)
 if SCHEMA_STATE.is_current(DB):  # else the release stores it (service/commands.py)
@@ -103,10 +109,12 @@ MODEL_CARD = model_card.model_card(
     PROFILES.why_none,
     calls=MODEL.path,
 )
+if CHALLENGER:  # without one, /model is as it was
+    MODEL_CARD["challenger"] = CHALLENGER.card()
 OPENAPI = openapi.document(SCHEMA, LABELS, MODEL_CARD, SETTINGS.MAX_BODY_BYTES, auth.enforced(SETTINGS))
 
 # Requests that arrive together share one call of the model and one INSERT (a batch may be one).
-PREDICTOR = Predictor(MODEL, Prediction, DB_EPISODES, PROFILES.codes)
+PREDICTOR = Predictor(MODEL, Prediction, DB_EPISODES, PROFILES.codes, CHALLENGER)
 BATCHER = MicroBatcher(PREDICTOR.predict_batch, SETTINGS.MAX_BATCH_SIZE)
 # /stats and the page read running totals kept by the database, and callers that come at once
 # share one computation per worker, so a flood of them can't starve /predict.

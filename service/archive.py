@@ -40,6 +40,8 @@ COLUMNS = (
     "created_at",
     "updated_at",
     "feature_bins",
+    "challenger_proba",
+    "challenger_version",
 )
 MOVED_COLUMNS = "observation_id, archive_id, model_version, created_at, proba, true_class, feature_bins"
 
@@ -113,7 +115,7 @@ def write(database, table, before, partial, batch_rows):
         writer.writerow(COLUMNS)
         while rows := database.execute_sql(query, (before, last_id)).fetchall():
             for row in rows:
-                writer.writerow([*row[:6], timestamp_text(row[6]), timestamp_text(row[7]), row[8]])
+                writer.writerow([*row[:6], timestamp_text(row[6]), timestamp_text(row[7]), *row[8:]])
                 ids.append(row[1])
             last_id = rows[-1][0]
     return ids

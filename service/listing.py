@@ -2,7 +2,7 @@
 
 Contract:
 - `record(prediction, with_observation=True)`: a stored row as a JSON-ready dict, timestamps in
-  ISO 8601 UTC (the shape /update answers too), without feature_bins.
+  ISO 8601 UTC (the shape /update answers too), without feature_bins or a challenger's answer.
 - `page_json(prediction_model, page, per_page, dumps)`: the page's JSON, as a generator that
   reads and writes a few rows at a time, so that a worker never holds a whole page, which can
   be hundreds of megabytes when rows hold long observations. Keys in jsonify's order.
@@ -16,6 +16,7 @@ from service.timestamps import iso_utc
 def record(prediction, with_observation=True):
     row = model_to_dict(prediction)
     del row["feature_bins"]  # the drift counts' bookkeeping (monitoring/population.py), not the record
+    del row["challenger_proba"], row["challenger_version"]  # compared, never handed out one by one
     if not with_observation:
         del row["observation"]
     return row | {name: iso_utc(row[name]) for name in ("created_at", "updated_at")}

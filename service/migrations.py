@@ -15,7 +15,8 @@ Contract:
   already there: one pass over the table, inside the same transaction. Version 4 adds the
   counts of changes that let /stats cache periods' cells, version 5 the archive's tables (no
   pass over the rows). Version 6 adds each row's feature bins and the population's counts
-  (monitoring/population.py), a pass again; version 7 only rewrites the triggers. The
+  (monitoring/population.py), a pass again; version 7 only rewrites the triggers; version 8 adds
+  a challenger's answer and version beside each row's (no pass). The
   triggers, as this code writes them, are created once the steps are done.
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
@@ -52,7 +53,7 @@ from service.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
-CURRENT_VERSION = 7
+CURRENT_VERSION = 8
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
 
 
@@ -130,6 +131,18 @@ def triggers_only(database, migrator, table):
     """Version 6 -> 7: nothing but the triggers, which every upgrade writes anew once its steps are done."""
 
 
+def challenger_columns(database, migrator, table):
+    """Version 7 -> 8: a challenger's answer and version beside each row's (NULL on the rows there)."""
+    present = {column.name for column in database.get_columns(table)}
+    wanted = {
+        "challenger_proba": DoubleField(null=True),
+        "challenger_version": CharField(max_length=16, null=True),
+    }
+    migrate(
+        *[migrator.add_column(table, name, field) for name, field in wanted.items() if name not in present]
+    )
+
+
 STEPS = {
     1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
     2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
@@ -141,6 +154,7 @@ STEPS = {
         "triggers that count a proba too small to square (PostgreSQL's underflow) instead of failing",
         triggers_only,
     ),
+    8: ("a challenger's answer and version beside each prediction", challenger_columns),
 }
 PASSES_OVER_ROWS = {3, 6}  # the steps whose time grows with the table
 RELEASE_COMMAND = "flask --app app upgrade-database"

@@ -12,6 +12,16 @@ Contract:
   features, as predict_proba gives it (to 1e-12), or what predict_proba raises. The fast path
   (fast_path.py) answers when it serves and covers the rows; otherwise predict_proba does.
 - `Model.accepts(features)`: whether the model scores the row.
+- `load_challenger(directory, running, max_string_chars, fast=True)`: a `Challenger` for the model
+  whose files are in `directory` (the `challenger/` folder beside the running model's), loaded and
+  checked like the running model, or None where there are none. It serves (`Challenger.model`)
+  only if it takes every request the running model takes: the same classes, no feature the
+  requests don't carry, and every probe value of the running model's features accepted by its
+  schema; otherwise `Challenger.refused` says why, for /model and the start-up log. Probe rows
+  it can't score (a tree ensemble refuses a number too large for float32) don't refuse it:
+  `Challenger.failing` says which, and such rows are stored without its answer.
+  `Challenger.probabilities(feature_rows)`: its probability of each row of the running model's
+  validated features, None where it fails (found by halving), never raising.
 
 The fast path serves only once it has agreed with predict_proba on every probe row
 (`probe_rows`): the training profile's bins and typical row, every category seen in training and
@@ -21,6 +31,7 @@ refuses must be refused by the fast path too. `fast=False` (the FAST_PATH settin
 
 import logging
 import random
+import warnings
 from dataclasses import dataclass, field
 
 from service import artifacts, fast_path, metrics, model_card, schema
@@ -98,6 +109,96 @@ def assemble(columns, dtypes, pipeline, sha256, meta, found_profile, max_string_
     model.fast, model.path = choose_path(model, fast)
     log.info("model %s is called through %s", model.version, describe_path(model.path))
     return model
+
+
+@dataclass
+class Challenger:
+    directory: object
+    model: Model | None
+    refused: str | None = None  # why it scores nothing
+    failing: str | None = None  # the probe rows it fails on, though it serves
+
+    @property
+    def serves(self):
+        return self.model is not None
+
+    def probabilities(self, feature_rows):
+        own = [{column: row[column] for column in self.model.columns} for row in feature_rows]
+        return outcomes(self.model.probabilities, own)
+
+    def card(self):
+        """What /model says of it."""
+        if self.model is None:
+            return {"folder": str(self.directory), "refused": self.refused}
+        return {
+            "folder": str(self.directory),
+            "model_version": self.model.version,
+            "features": self.model.columns,
+            "calls": self.model.path,
+        } | ({"failing": self.failing} if self.failing else {})
+
+
+def load_challenger(directory, running, max_string_chars, fast=True):
+    if not (directory / "pipeline.pickle").exists():
+        return None
+    try:
+        challenger = load(directory, max_string_chars, fast)
+    except artifacts.ArtifactError as exc:
+        return refuse(directory, f"its files are not a model this service can load: {exc}")
+    probes = [
+        row for row, proba in zip(*probed(running, probe_rows(running)), strict=True) if proba is not None
+    ]
+    why = incompatibility(challenger, running, probes)
+    if why:
+        return refuse(directory, why)
+    log.info(
+        "challenger %s scores every prediction in shadow; its answers are stored, never returned",
+        challenger.version,
+    )
+    failing = probe_failures(challenger, probes)
+    if failing:
+        log.warning("challenger %s %s: those rows are stored without its answer", challenger.version, failing)
+    return Challenger(directory, challenger, failing=failing)
+
+
+def refuse(directory, why):
+    log.error("the challenger in %s is refused, and scores nothing: %s", directory, why)
+    return Challenger(directory, None, refused=why)
+
+
+def probed(model, rows):
+    """(the rows, each one's probability from the model or None where it fails). The extreme
+    numbers overflow where a model casts to float32, and numpy warns: the failure says enough."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return rows, outcomes(model.probabilities, rows)
+
+
+def incompatibility(challenger, running, probes):
+    """Why the challenger can't take every request the running model takes, or None: other
+    classes, a feature the requests don't carry, a value of the probe rows its schema refuses."""
+    classes, running_classes = challenger.pipeline.classes_.tolist(), running.pipeline.classes_.tolist()
+    if classes != running_classes:
+        return (
+            f"its classes are {classes}, the running model's {running_classes}; train it on the same labels"
+        )
+    lacking = [column for column in challenger.columns if column not in running.columns]
+    if lacking:
+        return f"it needs features the requests don't carry: {', '.join(lacking)}"
+    for row in probes:
+        for column in challenger.columns:
+            if valid(challenger, column, row[column], KeyError) is KeyError:
+                return f"its feature {column} refuses {row[column]!r}, which the running model takes"
+    return None
+
+
+def probe_failures(challenger, probes):
+    """What the challenger fails to score among the probe rows the running model scores, or None."""
+    rows = [{column: row[column] for column in challenger.columns} for row in probes]
+    failed = [row for row, proba in zip(*probed(challenger, rows), strict=True) if proba is None]
+    if not failed:
+        return None
+    return f"fails on {len(failed)} of {len(rows)} probe rows the running model scores, such as {failed[0]}"
 
 
 def describe_path(path):

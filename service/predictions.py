@@ -1,7 +1,8 @@
 """Scoring and storing /predict's observations, a batch at a time.
 
 Contract:
-- `Predictor(model, prediction_model, episodes, feature_bins)`, for a model.Model:
+- `Predictor(model, prediction_model, episodes, feature_bins, challenger=None)`, for a model.Model
+  and a model.Challenger (or None; one refused scores nothing):
   - `predict_batch(observations)`: one response body or ApiError per observation, in order. The
     batch is scored in one call of the model; a row the model refuses becomes a 422 naming the
     features to blame, at the cost of about log2(batch) extra calls, and its neighbours are
@@ -11,6 +12,10 @@ Contract:
     taken id is left alone (ON CONFLICT DO NOTHING) and answered from the row the database kept:
     the stored proba for a retry of the same observation, a 409 for another one. So retries and
     races across workers and instances stay correct without catching IntegrityError.
+  - With a challenger, each stored row also carries its probability (`challenger_proba`, NULL
+    where it failed on the row) and version (`challenger_version`), in the same INSERT: a row and
+    its challenger's answer are stored together or not at all, and the answer never leaves. A
+    failing challenger changes nothing else: the row is stored and answered as without one.
 batching.py hands it the requests that arrive together; app.py builds it from the model's files.
 """
 
@@ -27,8 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class Predictor:
-    def __init__(self, model, prediction_model, episodes, feature_bins):
+    def __init__(self, model, prediction_model, episodes, feature_bins, challenger=None):
         self.scorer = model
+        self.challenger = challenger if challenger is not None and challenger.serves else None
         self.feature_bins = feature_bins
         self.schema = model.schema
         self.model = prediction_model
@@ -54,7 +60,8 @@ class Predictor:
     def store(self, scored):
         """Insert the scored observations in one statement; {id: (observation, proba)} as stored."""
         now = utc_now()
-        bins = self.feature_bins([obs.features for obs, _ in scored])
+        feature_rows = [obs.features for obs, _ in scored]
+        bins = self.feature_bins(feature_rows)
         rows = [
             {
                 "observation_id": obs.observation_id,
@@ -67,6 +74,8 @@ class Predictor:
             }
             for (obs, proba), codes in zip(scored, bins, strict=True)
         ]
+        if self.challenger is not None:
+            self.add_challenger_answers(rows, feature_rows)
         # In id order: two inserts that share ids then wait for each other in the same order, never
         # in a circle (PostgreSQL aborts one of a circle as a deadlock, which would surface as a 503).
         rows.sort(key=lambda row: row["observation_id"])
@@ -79,6 +88,17 @@ class Predictor:
         model = self.model
         kept = model.select(model.observation_id, model.observation, model.proba)
         return {row[0]: row[1:] for row in kept.where(model.observation_id.in_(ids)).tuples()}
+
+    def add_challenger_answers(self, rows, feature_rows):
+        shadow = self.challenger.probabilities(feature_rows)
+        failed = sum(proba is None for proba in shadow)
+        if failed:
+            log.warning(
+                "the challenger failed on %d of %d rows (stored without its answer)", failed, len(rows)
+            )
+        for row, proba in zip(rows, shadow, strict=True):
+            row["challenger_proba"] = proba
+            row["challenger_version"] = self.challenger.model.version
 
     def insert(self, rows):
         """INSERT ... ON CONFLICT DO NOTHING of the rows; how many were new. Its SQL is written once

@@ -18,11 +18,12 @@ import pandas as pd
 import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from service.monitoring import profile
 from tools.servers import EXAMPLE_DIR
@@ -105,6 +106,61 @@ def beside_the_example_s_files(directory):
     for name in ("model_meta.json", "training_profile.json"):
         shutil.copy(EXAMPLE_DIR / name, directory / name)
     return directory
+
+
+def titanic_frame():
+    """The example's training data, as Step 1 reads it: (features, outcome)."""
+    data = pd.read_csv(EXAMPLE_DIR / "titanic.csv")
+    columns = json.loads((EXAMPLE_DIR / "columns.json").read_text())
+    return data[columns], data["Survived"]
+
+
+def titanic_challenger(directory, features=("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked")):
+    """A retrained Titanic model, as a challenger: a random forest on the example's features but
+    Cabin (a retrained model may use fewer features than the running one, never more)."""
+    X, y = titanic_frame()
+    X = X[list(features)]
+    categorical = [column for column in ("Sex", "Embarked") if column in features]
+    encode = ColumnTransformer(
+        [
+            (
+                "categories",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+                ),
+                categorical,
+            )
+        ],
+        remainder=SimpleImputer(strategy="median"),
+    )
+    X, y, held_back = split(X, y)
+    pipeline = make_pipeline(
+        encode, RandomForestClassifier(n_estimators=30, min_samples_leaf=5, random_state=0)
+    )
+    return write_artifacts(directory, pipeline.fit(X, y), X, y, "Survived", held_back)
+
+
+UNSCORABLE_FARE = 1234.5  # no probe row has it: a failure the start-up check can't see
+
+
+def fails_on_one_fare(frame):
+    """A custom step that raises for one fare: a challenger that fails on some rows only."""
+    if (frame["Fare"] == UNSCORABLE_FARE).any():
+        raise ValueError(f"this challenger can't score a fare of {UNSCORABLE_FARE}")
+    return frame
+
+
+def titanic_challenger_failing_on_one_fare(directory):
+    X, y = titanic_frame()
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore"), ["Sex"])],
+        remainder=SimpleImputer(strategy="median"),
+    )
+    X, y, held_back = split(X[["Pclass", "Sex", "Age", "Fare"]], y)
+    pipeline = make_pipeline(
+        FunctionTransformer(fails_on_one_fare), encode, LogisticRegression(max_iter=1000)
+    )
+    return write_artifacts(directory, pipeline.fit(X, y), X, y, "Survived", held_back)
 
 
 OTHER_MODELS = {

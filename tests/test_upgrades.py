@@ -248,14 +248,40 @@ def test_an_upgrade_from_version_5_counts_every_probability_and_bins_features_fr
     assert drift[running]["rows"] == drift[running]["predictions"] == 1  # binned from the upgrade on
 
 
+@BOTH
+def test_an_upgrade_from_version_7_adds_the_challenger_s_columns_empty(database_url, live_server):
+    service = import_app(database_url)
+    service.Prediction.insert_many(hourly_rows(service)).execute()
+    with service.DB.atomic():
+        back_to_version_7(service.DB)
+        record_version(service.DB, 7)
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert f"upgraded the schema in place from version 7 to {CURRENT_VERSION}" in server.output()
+    found = column_values(
+        database_url, "SELECT count(*), count(challenger_proba), count(challenger_version) FROM prediction"
+    )
+    assert found == [(200, 0, 0)]
+    assert post(server, "/predict", {"id": 2**40, "observation": EXAMPLE_OBSERVATION}).status_code == 200
+
+
 def record_version(database, version):
     database.execute_sql("DELETE FROM schema_version")
     values = f"({version}, '2026-01-01', 'an earlier release')"
     database.execute_sql(f"INSERT INTO schema_version (version, applied_at, description) VALUES {values}")
 
 
+def back_to_version_7(database):
+    """What version 8 added, taken away."""
+    for column in ("challenger_proba", "challenger_version"):
+        database.execute_sql(f"ALTER TABLE prediction DROP COLUMN {column}")
+
+
 def back_to_version_5(database, database_url):
-    """What version 6 added, taken away (the triggers too: the caller's version makes its own)."""
+    """What versions 6 to 8 added, taken away (the triggers too: the caller's version makes its own)."""
+    back_to_version_7(database)
     drop_triggers(database, database_url)
     for table in (*population.COUNT_TABLES, "feature_position", "model_profile"):
         database.execute_sql(f"DROP TABLE {table}")
@@ -264,7 +290,7 @@ def back_to_version_5(database, database_url):
 
 
 def back_to_version_4(database, database_url):
-    """What versions 5 and 6 added, taken away."""
+    """What versions 5 to 8 added, taken away."""
     back_to_version_5(database, database_url)
     for table in ("archive", "archived_prediction"):
         database.execute_sql(f"DROP TABLE {table}")
