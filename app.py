@@ -223,6 +223,12 @@ def drift_report():
     return jsonify(MONITOR.answers(utc_now(), ("drift", hours))[0])
 
 
+@app.get("/compare")
+def compare():
+    hours = schema.hours_argument(request.args.get("hours"))
+    return jsonify(MONITOR.answers(utc_now(), ("comparison", hours))[0])
+
+
 @app.get("/openapi.json")
 def openapi_document():
     return jsonify(OPENAPI)

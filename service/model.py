@@ -58,6 +58,7 @@ class Model:
     why_no_profile: str | None
     fast: object = None
     path: dict = field(default_factory=dict)
+    role: str = "running"  # or "challenger"
 
     @property
     def version(self):
@@ -68,13 +69,16 @@ class Model:
             try:
                 found = self.fast.probabilities(feature_rows).tolist()
             except fast_path.Refused:
-                metrics.MODEL_CALLS.labels("scikit-learn").inc()
+                pass
             else:
-                metrics.MODEL_CALLS.labels("fast").inc()
+                self.count_call("fast")
                 return found
-        else:
-            metrics.MODEL_CALLS.labels("scikit-learn").inc()
+        self.count_call("scikit-learn")
         return scikit_learn(self, feature_rows).tolist()
+
+    def count_call(self, path):
+        if self.role == "running":  # model_calls_total counts the running model's calls
+            metrics.MODEL_CALLS.labels(path).inc()
 
     def accepts(self, features):
         try:
@@ -148,6 +152,7 @@ def load_challenger(directory, running, max_string_chars, fast=True):
     probes = [
         row for row, proba in zip(*probed(running, probe_rows(running)), strict=True) if proba is not None
     ]
+    challenger.role = "challenger"
     why = incompatibility(challenger, running, probes)
     if why:
         return refuse(directory, why)

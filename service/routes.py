@@ -134,6 +134,17 @@ ROUTES = (
         parameters=(HOURS,),
         needs_current_schema=True,
     ),
+    Route(
+        "GET",
+        "/compare",
+        "the running model against its challenger on the same labelled predictions (?hours= for a window)",
+        answer="per running model and challenger: each one's ROC AUC, log loss and Brier score, "
+        "the paired differences with 95% intervals, and a verdict",
+        errors=(400, 401, 429, 503),
+        guard=MONITORING,
+        parameters=(HOURS,),
+        needs_current_schema=True,
+    ),
     Route("GET", "/model", "the model card: features, classes, library versions", answer="the card"),
     Route("GET", "/health", "the process answers", answer="ok"),
     Route("GET", "/ready", "the database answers and takes writes", answer="ready", errors=(503,)),

@@ -11,9 +11,11 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from conftest import import_app
 from models import UNSCORABLE_FARE, titanic_challenger, titanic_challenger_failing_on_one_fare, titanic_frame
+from service.monitoring.comparison import compare
 from tools.servers import EXAMPLE_DIR
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -162,4 +164,51 @@ def test_without_a_challenger_folder_the_model_card_and_the_rows_are_as_before(d
 
     assert "challenger" not in client.get("/model").get_json()
     assert [row[2:] for row in stored(service)] == [(None, None)]
+    service.DB.close_all()
+
+
+@BOTH
+def test_compare_puts_the_two_models_side_by_side_on_the_labelled_predictions_both_scored(
+    database_url, tmp_path, challengers
+):
+    artifacts = beside_the_example(tmp_path, challengers["forest"])
+    service = import_app(database_url, ARTIFACTS_DIR=str(artifacts))
+    client = service.app.test_client()
+    observations = passengers(120)
+    _, outcomes = titanic_frame()
+    for i, observation in enumerate(observations):
+        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
+    for i in range(100):  # 20 not labelled yet
+        assert client.post("/update", json={"id": i, "true_class": int(outcomes[i])}).status_code == 200
+
+    whole, window = (client.get(path).get_json() for path in ("/compare", "/compare?hours=1"))
+
+    [found] = whole["comparisons"]
+    assert window["comparisons"] == whole["comparisons"]
+    assert (found["model_version"], found["challenger_version"]) == (
+        service.MODEL_VERSION,
+        client.get("/model").get_json()["challenger"]["model_version"],
+    )
+    assert (found["scored"], found["challenger_failed"], found["pairs"]) == (120, 0, 100)
+    truth = outcomes[:100].to_numpy()
+    running = expected_probas(artifacts, observations[:100])
+    shadow = expected_probas(artifacts / "challenger", observations[:100])
+    auc = found["metrics"]["roc_auc"]
+    assert auc["running"] == pytest.approx(roc_auc_score(truth, running), abs=1e-12)
+    assert auc["challenger"] == pytest.approx(roc_auc_score(truth, shadow), abs=1e-12)
+    expected = compare(truth, running, shadow)  # from the models' own predict_proba
+    assert (found["verdict"], found["pairs_to_settle"]) == (expected["verdict"], expected["pairs_to_settle"])
+    for name, figures in expected["metrics"].items():
+        assert found["metrics"][name]["difference"] == pytest.approx(figures["difference"], abs=1e-9)
+        assert found["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-9)
+    service.DB.close_all()
+
+
+@SQLITE
+def test_compare_without_a_challenger_has_nothing_to_compare(database_url):
+    service = import_app(database_url)
+    client = service.app.test_client()
+    assert client.post("/predict", json={"id": 1, "observation": passengers(1)[0]}).status_code == 200
+
+    assert client.get("/compare").get_json()["comparisons"] == []
     service.DB.close_all()

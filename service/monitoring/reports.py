@@ -11,12 +11,17 @@ Contract:
   Brier score, the predicted vs observed positive rate, the calibration table and the histogram
   of probabilities by true class.
 - `series_report(database, cache, every, hours, now)`: the same figures (no tables) per hour or day.
+- `comparison_report(database, table, hours, now)`: for each running model and challenger that
+  scored the same predictions (model_version, challenger_version) in the window, how many both
+  scored, how many the challenger failed on, and the paired comparison (comparison.py) on the
+  labelled ones. Unlike the others, it reads the predictions themselves: the challenger's
+  columns, in the window.
 - `Monitor(database, table, settings)` answers them for the routes: callers that come at once
   share one computation per worker (coalescing.py), an answer is reused for
   STATS_MAX_AGE_SECONDS, and past a second's burst of MONITORING_PER_SECOND callers wait their
   turn, or get a 429 when 12 wait already, so a flood of them can't starve /predict. Each worker
   keeps up to STATS_CACHE_MB of periods read.
-Both reports read the running totals (tables.py, windows.py), never the predictions themselves,
+The other reports read the running totals (tables.py, windows.py), never the predictions themselves,
 in one snapshot, so their figures agree with each other and with the rows at one moment, and
 cost the same on ten rows or ten million. Nothing here writes to the database.
 """
@@ -25,7 +30,7 @@ import math
 
 from service.coalescing import Coalescer, Pacer
 from service.errors import ApiError
-from service.monitoring import exact, population, windows
+from service.monitoring import comparison, exact, population, windows
 from service.monitoring.drift import drift_report
 from service.monitoring.histogram import Histogram
 from service.monitoring.periods import (
@@ -33,6 +38,7 @@ from service.monitoring.periods import (
     DAY,
     HOUR,
     HOURLY_WINDOWS_UP_TO,
+    hour_start,
     start_time,
     window_start,
 )
@@ -222,6 +228,40 @@ def rounded(value):
     return None if value is None else round(float(value), 6)
 
 
+def comparison_report(database, table, hours, now):
+    """/compare: each running model against its challenger, on the predictions both scored."""
+    first_hour = None if hours is None else window_start(hours, now)
+    window, params = "", ()
+    if first_hour is not None:
+        window, params = f" AND created_at >= {database.param}", (hour_start(first_hour),)
+    query = f"""SELECT model_version, challenger_version, true_class, proba, challenger_proba FROM {table}
+                WHERE challenger_version IS NOT NULL{window}"""
+    pairs = {}
+    for running, challenger, *row in database.execute_sql(query, params):
+        pairs.setdefault((running, challenger), []).append(row)
+    return {
+        "window_hours": hours,
+        "since": None if first_hour is None else start_time(first_hour),
+        "as_of": iso_utc(now),
+        "comparisons": [
+            versus(running, challenger, rows) for (running, challenger), rows in sorted(pairs.items())
+        ],
+    }
+
+
+def versus(running, challenger, rows):
+    labelled = [
+        (truth, proba, shadow) for truth, proba, shadow in rows if truth is not None and shadow is not None
+    ]
+    truth, probas, shadow = zip(*labelled, strict=True) if labelled else ((), (), ())
+    return {
+        "model_version": running,
+        "challenger_version": challenger,
+        "scored": len(rows),
+        "challenger_failed": sum(shadow is None for _, _, shadow in rows),
+    } | comparison.compare(truth, probas, shadow)
+
+
 class Monitor:
     """The reports for the routes, computed once for the callers that come together, and paced."""
 
@@ -237,8 +277,9 @@ class Monitor:
         self.cache = windows.PeriodCache(int(settings.STATS_CACHE_MB * 2**20))  # 0: read every cell
 
     def answers(self, now, *questions):
-        """The answers to the questions, each ("stats", hours), ("drift", hours) or ("series",
-        every, hours), in order, computed in one turn of the pace; a 429 when no turn comes."""
+        """The answers to the questions, each ("stats", hours), ("drift", hours), ("comparison",
+        hours) or ("series", every, hours), in order, computed in one turn of the pace; a 429 when
+        no turn comes."""
         if not self.pace.wait_turn():
             limit = f"{self.per_second:g} a second per worker, MONITORING_PER_SECOND"
             raise ApiError(
@@ -253,5 +294,7 @@ class Monitor:
             return stats_report(self.database, self.table, self.cache, question[1], now)
         if question[0] == "drift":
             return drift_report(self.database, question[1], now)
+        if question[0] == "comparison":
+            return comparison_report(self.database, self.table, question[1], now)
         _, every, hours = question
         return series_report(self.database, self.cache, every, hours, now)
