@@ -8,13 +8,15 @@
 #   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
 #   make release      upgrade the schema of the database DATABASE_URL names (the release command)
 #   make archive BEFORE=2026-01-01  move older predictions to archive/*.csv, keeping them in /stats
+#   make promote      the model in challenger/ becomes the running one (the replaced one goes to previous/)
+#   make rollback     the model in previous/ and the running one trade places
 #   make notebooks    open the notebooks in JupyterLab (JUPYTER_ARGS passes options)
 
 PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test check lint bench bench-reload bench-soak check-model release archive notebooks clean
+.PHONY: run test check lint bench bench-reload bench-soak check-model release archive promote rollback notebooks clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
@@ -37,6 +39,13 @@ check: $(DEV_VENV)/.installed
 # The service's own packages, so the check loads the model exactly as a deploy does.
 check-model: $(PROD_VENV)/.installed
 	$(PROD_VENV)/bin/python -m tools.check_model $(if $(SAMPLE),--sample $(SAMPLE))
+
+# Switch models (docs/monitoring.md): then commit and deploy, as the command says.
+promote: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/python -m tools.promote
+
+rollback: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/python -m tools.promote --rollback
 
 # The platforms' release command, by hand: DATABASE_URL=<the database's URL> make release.
 release: $(PROD_VENV)/.installed

@@ -91,7 +91,10 @@ MODEL = model.load(SETTINGS.ARTIFACTS_DIR, SETTINGS.MAX_STRING_CHARS, fast=SETTI
 COLUMNS, SCHEMA, LABELS, MODEL_VERSION = MODEL.columns, MODEL.schema, MODEL.labels, MODEL.version
 # A retrained model in challenger/ scores every prediction too, in shadow, if it takes what MODEL takes.
 CHALLENGER = model.load_challenger(
-    SETTINGS.ARTIFACTS_DIR / "challenger", MODEL, SETTINGS.MAX_STRING_CHARS, fast=SETTINGS.FAST_PATH
+    SETTINGS.ARTIFACTS_DIR / model.CHALLENGER_FOLDER,
+    MODEL,
+    SETTINGS.MAX_STRING_CHARS,
+    fast=SETTINGS.FAST_PATH,
 )
 # The training data's profile, the reference for /drift; a model without one serves all the same.
 PROFILES = drift.Profiles(DB, MODEL_VERSION, MODEL.profile, MODEL.why_no_profile)

@@ -12,6 +12,7 @@ Contract:
   features, as predict_proba gives it (to 1e-12), or what predict_proba raises. The fast path
   (fast_path.py) answers when it serves and covers the rows; otherwise predict_proba does.
 - `Model.accepts(features)`: whether the model scores the row.
+- `MODEL_FILES`: a model's files; `CHALLENGER_FOLDER`: where a challenger's sit.
 - `load_challenger(directory, running, max_string_chars, fast=True)`: a `Challenger` for the model
   whose files are in `directory` (the `challenger/` folder beside the running model's), loaded and
   checked like the running model, or None where there are none. It serves (`Challenger.model`)
@@ -39,6 +40,15 @@ from service.errors import ApiError
 from service.monitoring import profile as training_profile
 
 log = logging.getLogger(__name__)
+CHALLENGER_FOLDER = "challenger"  # beside the running model's files
+# A model's files: the first three required, the others read when they describe its pipeline.
+MODEL_FILES = (
+    "pipeline.pickle",
+    "dtypes.pickle",
+    "columns.json",
+    "model_meta.json",
+    training_profile.FILE_NAME,
+)
 TOLERANCE = 1e-12  # the largest difference from predict_proba the fast path may make
 MIXED_PROBES = 64  # random mixes of the probe values, on top of one row per value
 EXTREME_NUMBERS = (0.0, -0.0, 1.5, -1.5, 1e-300, -1e-300, 1e6, -1e6, 1e15, -1e15, 1e300, -1e300)
