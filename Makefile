@@ -8,6 +8,7 @@
 #   make check-model  check the model files at the top level (SAMPLE=data.csv scores its rows too)
 #   make release      upgrade the schema of the database DATABASE_URL names (the release command)
 #   make archive BEFORE=2026-01-01  move older predictions to archive/*.csv, keeping them in /stats
+#   make retrain SOURCE=<database URL, service URL or archive CSV>  a challenger trained on what was served
 #   make promote      the model in challenger/ becomes the running one (the replaced one goes to previous/)
 #   make rollback     the model in previous/ and the running one trade places
 #   make notebooks    open the notebooks in JupyterLab (JUPYTER_ARGS passes options)
@@ -16,7 +17,7 @@ PYTHON ?= python3
 PROD_VENV := .venv-prod
 DEV_VENV := .venv
 
-.PHONY: run test check lint bench bench-reload bench-soak check-model release archive promote rollback notebooks clean
+.PHONY: run test check lint bench bench-reload bench-soak check-model release archive retrain promote rollback notebooks clean
 
 run: $(PROD_VENV)/.installed
 	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG--} $(PROD_VENV)/bin/gunicorn --config gunicorn.conf.py app:app
@@ -40,7 +41,10 @@ check: $(DEV_VENV)/.installed
 check-model: $(PROD_VENV)/.installed
 	$(PROD_VENV)/bin/python -m tools.check_model $(if $(SAMPLE),--sample $(SAMPLE))
 
-# Switch models (docs/monitoring.md): then commit and deploy, as the command says.
+# A second model (docs/monitoring.md): retrain on what was served, into challenger/; switch to it and back.
+retrain: $(PROD_VENV)/.installed
+	$(PROD_VENV)/bin/python -m tools.retrain $(SOURCE) $(if $(TOKEN),--token $(TOKEN)) $(if $(MIX),--mix $(MIX))
+
 promote: $(PROD_VENV)/.installed
 	$(PROD_VENV)/bin/python -m tools.promote
 
