@@ -27,12 +27,12 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
         "--flood-seconds 2 --release-rows 2000 --storage-rows 2000",
     )
     table = re.findall(
-        r"^\| (?:sqlite|postgresql) \| (?:baseline|service|scikit-learn|health) \| \d+ \| [\d,]+ "
+        r"^\| (?:sqlite|postgresql) \| (?:baseline|service|scikit-learn|challenger|health) \| \d+ \| [\d,]+ "
         r"\| [\d.]+ \| [\d.]+ \| [\d.]+ \|",  # req/s, p50, p99, CPU ms per request
         result.stdout,
         flags=re.M,
     )
-    assert len(table) == 16, result.stdout + result.stderr  # 2 connection counts, 4 kinds, 2 backends
+    assert len(table) == 20, result.stdout + result.stderr  # 2 connection counts, 5 kinds, 2 backends
     assert re.search(
         r"^(met   |MISSED) SQLite, 16 connections: /predict at least 60% of /health",
         result.stdout,

@@ -229,6 +229,7 @@ def test_make_notebooks_opens_jupyterlab_on_the_three_notebooks():
             "Step 1 - Train and Serialize.ipynb",
             "Step 2 - Deserialize and use.ipynb",
             "Step 3 - Monitor predictions.ipynb",
+            "Step 4 - Retrain on what was served.ipynb",
         }
     finally:
         os.killpg(process.pid, signal.SIGTERM)

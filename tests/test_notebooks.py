@@ -15,6 +15,8 @@ import requests
 from nbclient import NotebookClient
 from sklearn.metrics import roc_auc_score
 
+from conftest import import_app
+from service import model
 from tools import replay_example
 from tools.servers import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO
 
@@ -125,7 +127,7 @@ def test_step_2_predicts_the_readme_passenger_like_the_service(workdir, service)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_server):
+def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_server, tmp_path):
     """Replay the held-back passengers through the live API, with their outcomes, then run Step 3."""
     server = live_server(database_url)
     held_back = replay_example.held_back_passengers()
@@ -140,11 +142,49 @@ def test_step_3_monitors_a_replayed_slice_of_passengers(database_url, live_serve
 
     if database_url.startswith("sqlite"):  # as tools/replay_example.py makes the committed outputs
         assert replay_example.differences(notebook) == [], "run: python -m tools.replay_example --write"
+        assert_step_4_retrains_on_them(database_url, tmp_path)
     assert f"{len(held_back)} predictions, {len(held_back)} with a true outcome" in outputs
     assert f"ROC AUC on {len(held_back)} labelled predictions: {auc:.4f}" in outputs
     drift = dict(re.findall(r"^(\w+)\s+(\d+\.\d+)$", outputs, flags=re.M))
     assert set(drift) == set(json.loads((EXAMPLE_DIR / "columns.json").read_text()))
     assert all(float(psi) < 0.25 for psi in drift.values()), drift  # the same population: no real drift
+
+
+def assert_step_4_retrains_on_them(database_url, tmp_path):
+    """Step 4 on the replayed passengers, as tools/replay_example.py makes its committed outputs."""
+    artifacts = shutil.copytree(EXAMPLE_DIR, tmp_path / "artifacts")
+    notebook = replay_example.run_step_4(database_url, artifacts)
+    assert replay_example.differences(notebook, replay_example.STEP_4) == [], (
+        "run: python -m tools.replay_example --write"
+    )
+    outputs = "\n".join(replay_example.text_outputs(notebook))
+    assert "179 labelled predictions" in outputs
+    assert "the 36 most recent" in outputs
+    running = model.load(artifacts, 1000, fast=False)
+    assert model.load_challenger(artifacts / "challenger", running, 1000, fast=False).serves
+
+
+@pytest.mark.parametrize("name", ["float-features-with-spaces", "mixed-dtypes-string-labels"])
+def test_step_4_works_unchanged_for_another_model(name, other_model_dirs, tmp_path):
+    artifacts = shutil.copytree(other_model_dirs[name], tmp_path / "artifacts")
+    running = model.load(artifacts, 1000, fast=False)
+    url = f"sqlite:///{tmp_path}/served.db"
+    service = import_app(url, ARTIFACTS_DIR=str(artifacts))
+    client = service.app.test_client()
+    held_back = pd.read_csv(artifacts / "held_back.csv")
+    for i, (_, row) in enumerate(held_back.iterrows()):
+        observation = json.loads(row[running.columns].to_json())
+        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
+        outcome = row[running.meta["target"]]
+        true_class = outcome if isinstance(outcome, str) else int(outcome)
+        assert client.post("/update", json={"id": i, "true_class": true_class}).status_code == 200
+    service.DB.close_all()
+
+    outputs = "\n".join(replay_example.text_outputs(replay_example.run_step_4(url, artifacts)))
+
+    assert f"{len(held_back)} labelled predictions of model {running.version}" in outputs
+    assert "roc_auc: running" in outputs
+    assert model.load_challenger(artifacts / "challenger", running, 1000, fast=False).serves
 
 
 def test_step_3_is_committed_with_its_charts():

@@ -13,12 +13,15 @@ Contract:
   so that the evaluation asks what the next weeks will: how each model does on the newest people.
 - `training_data(running, directory)`: the rows the running model was trained from (the file
   model_meta.json names), or FileNotFoundError saying what to do.
-- `retrain(running, training, served)`: a fresh copy of the running pipeline (same steps, same
-  settings: scikit-learn's clone) fitted on the training data and the served rows together
-  (training None: the served rows only).
+- `retrain(running, training, served, held_out)`: a fresh copy of the running pipeline (same
+  steps, same settings: scikit-learn's clone) fitted on the training data and the served rows
+  together (training None: the served rows only). For each served or held-out row, a training
+  row with the same features is left out: a person in both counts once, and is never trained on
+  when evaluated on.
 - `evaluate(running, challenger, recent)`: both models on the same recent rows, compared
   (service/monitoring/comparison.py).
-- `write_challenger(pipeline, X, y, directory, recent)`: the five files Step 1 writes, for the
+- `describe(found)`: the comparison as lines of text.
+- `write_challenger(pipeline, X, y, directory, recent, target)`: the five files Step 1 writes, for the
   new pipeline, into `directory` (challenger/ beside the running model's: the service then
   scores with it in shadow, docs/monitoring.md), with the data it was trained on as training.csv.
 
@@ -125,10 +128,27 @@ def training_data(running, directory):
     return data[running.columns].astype(running.dtypes), data[target]
 
 
-def retrain(running, training, served_rows):
-    """(the new pipeline, the rows it was fitted on, their outcomes); training None: served only."""
+def without(training, served_rows):
+    """The training rows, less one for each served row with the same features: a person both in
+    the training file and served (the example replays passengers from its own training file)
+    counts once, as served, and none held out to evaluate is trained on."""
+    X, y = training
+    keys = X.columns.tolist()
+    served_counts = served_rows.X.groupby(keys, dropna=False, observed=True).size().rename("_served")
+    ranked = X.assign(_rank=X.groupby(keys, dropna=False, observed=True).cumcount().to_numpy())
+    found = ranked.merge(served_counts.reset_index(), on=keys, how="left")
+    keep = (found["_rank"] >= found["_served"].fillna(0)).to_numpy()
+    return X[keep].reset_index(drop=True), pd.Series(y)[keep].reset_index(drop=True)
+
+
+def retrain(running, training, served_rows, held_out=None):
+    """(the new pipeline, the rows it was fitted on, their outcomes); training None: served only.
+    Training rows that are also served ones (`served_rows` or `held_out`) are left out."""
+    if training is not None:
+        for rows in (served_rows, held_out):
+            training = training if rows is None else without(training, rows)
     parts = [served_rows.X] if training is None else [training[0], served_rows.X]
-    outcomes = [served_rows.y] if training is None else [pd.Series(training[1]), served_rows.y]
+    outcomes = [served_rows.y] if training is None else [training[1], served_rows.y]
     X, y = pd.concat(parts, ignore_index=True), pd.concat(outcomes, ignore_index=True)
     return clone(running.pipeline).fit(X, y), X, y
 
@@ -191,7 +211,7 @@ def main(argv=None):
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 1
-    challenger, X, y = retrain(running, training, older)
+    challenger, X, y = retrain(running, training, older, held_out=recent)
     found = evaluate(running.pipeline, challenger, recent)
     version = write_challenger(
         challenger,
@@ -210,14 +230,30 @@ def report(running_version, challenger_version, older_rows, found, trained_with)
     lines = [
         f"challenger {challenger_version}: trained on {older_rows} served rows and {trained_with},",
         f"evaluated with {running_version} on the {found['pairs']} most recent served rows:",
+        describe(found),
+        f"written to {model.CHALLENGER_FOLDER}/: deploy it to score in shadow",
     ]
+    return "\n".join(lines)
+
+
+def describe(found):
+    """The comparison's figures and verdict, a line each."""
+    lines = []
     for name, figures in found["metrics"].items():
+        if figures["difference"] is None:
+            lines.append(f"  {name}: undefined on these rows (it needs both outcomes)")
+            continue
         low, high = figures["interval"] or (float("nan"), float("nan"))
         lines.append(
             f"  {name}: running {figures['running']:.4f}, challenger {figures['challenger']:.4f}, "
             f"difference {figures['difference']:+.4f} (95% interval {low:+.4f} to {high:+.4f})"
         )
-    lines.append(f"  {found['verdict']}; written to {model.CHALLENGER_FOLDER}/: deploy it to score in shadow")
+    settle = (
+        f", about {found['pairs_to_settle']} labelled pairs would settle it"
+        if found["pairs_to_settle"]
+        else ""
+    )
+    lines.append(f"  {found['verdict']}{settle}")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 
 For SQLite and then PostgreSQL it starts, each on a fresh database, the service exactly as
 deployed (gunicorn.conf.py), the same with the model called through scikit-learn only
-(FAST_PATH=0: what the fast path saves) and the tutorial's per-request baseline
+(FAST_PATH=0: what the fast path saves), the same with a challenger in shadow (what a challenger
+costs) and the tutorial's per-request baseline
 (tools/bench/baseline_app.py). wrk, a separate process, drives POST /predict with unique ids at
 1, 4, 16, 64 and 256 connections, and GET /health on the service (the floor under any route),
 taking the servers in turn so all are measured in the same minutes. Each figure is the median of
@@ -29,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from service.model import CHALLENGER_FOLDER
 from tools.bench import monitoring_cost, release
-from tools.servers import EXAMPLE_OBSERVATION, LiveServer, PostgresServer, postgres_bindir
+from tools.servers import EXAMPLE_DIR, EXAMPLE_OBSERVATION, LiveServer, PostgresServer, postgres_bindir
 
 BENCH = Path(__file__).resolve().parent
 
@@ -42,12 +44,14 @@ SERVERS = {
     "baseline": (BASELINE, {}),
     "service": (SERVICE, {}),
     "scikit-learn": (SERVICE, {"FAST_PATH": "0"}),  # the service without its fast path
+    "challenger": (SERVICE, {}),  # the service with a challenger in shadow (with_challenger)
 }
 # Each kind measured: (the server, wrk's script). "health" is GET /health on the service.
 KINDS = {
     "baseline": ("baseline", "predict.lua"),
     "service": ("service", "predict.lua"),
     "scikit-learn": ("scikit-learn", "predict.lua"),
+    "challenger": ("challenger", "predict.lua"),
     "health": ("service", "health.lua"),
 }
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -118,12 +122,24 @@ def memory_mb(server):
     return len(workers), rss / 1024, pss / 1024
 
 
+def with_challenger(scratch):
+    """The example's files with a copy of themselves as the challenger: what `make retrain` makes
+    (a clone of the running pipeline) costs as much to call as the running model."""
+    artifacts = scratch / "with-challenger"
+    if not artifacts.exists():
+        shutil.copytree(EXAMPLE_DIR, artifacts)
+        shutil.copytree(EXAMPLE_DIR, artifacts / CHALLENGER_FOLDER)
+    return artifacts
+
+
 def bench_backend(backend, postgres, scratch, args):
     """Medians per (kind, connections) for one backend, plus the memory of the service with and
     without its fast path: {server: (workers, RSS, PSS)}."""
     urls, servers = {}, {}
     try:
         for name, (command, env) in SERVERS.items():
+            if name == "challenger":
+                env = {**env, "ARTIFACTS_DIR": str(with_challenger(scratch))}
             if backend == "sqlite":
                 urls[name] = f"sqlite:///{scratch}/{name}.db"
             else:
@@ -146,7 +162,7 @@ def bench_backend(backend, postgres, scratch, args):
                     runs[kind].append(run)
             for kind in KINDS:
                 results.append(summarize(backend, kind, connections, runs[kind]))
-        return results, {name: memory_mb(servers[name]) for name in ("service", "scikit-learn")}
+        return results, {name: memory_mb(servers[name]) for name in ("service", "scikit-learn", "challenger")}
     finally:
         for server in servers.values():
             server.stop()
@@ -223,10 +239,17 @@ def check_targets(rows, memory, more_targets):
                 f"{name}, 16 connections: at least 10x the baseline's requests/s": service["rps"]
                 >= 10 * row(backend, "baseline", 16)["rps"],
                 f"{name}, 16 connections: p99 under 50 ms": service["p99_ms"] < 50,
+                f"{name}, 16 connections: with a challenger, at least 80% of the requests/s without": row(
+                    backend, "challenger", 16
+                )["rps"]
+                >= 0.8 * service["rps"],
             }
         if 1 in measured:
             targets[f"{name}, 1 connection: p50 at most 5x /health's"] = (
                 row(backend, "service", 1)["p50_ms"] <= 5 * row(backend, "health", 1)["p50_ms"]
+            )
+            targets[f"{name}, 1 connection: p50 with a challenger within 1 ms of without"] = (
+                row(backend, "challenger", 1)["p50_ms"] <= row(backend, "service", 1)["p50_ms"] + 1
             )
     targets |= {
         "the service: zero errors": all(r["errors"] == 0 for r in rows if r["kind"] != "baseline"),
