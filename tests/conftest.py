@@ -38,6 +38,7 @@ LONGEST_FIRST = [
     "test_connections.py",
     "test_fuzz.py",
     "test_notebooks.py",
+    "test_loop.py",
     "test_upgrades.py",
     "test_container.py",
     "test_properties.py",
