@@ -104,8 +104,9 @@ def feature_bins():
     return profile.Profile(document).codes([EXAMPLE_OBSERVATION])[0]
 
 
-def fill_as_stored(execute, rows, postgres):
-    """`rows` predictions as the service stores them, made in the database."""
+def fill_as_stored(execute, rows, postgres, challenger=False):
+    """`rows` predictions as the service stores them, made in the database (with a challenger's
+    answer and version beside each when `challenger`)."""
     if postgres:
         created = "now() at time zone 'utc' - make_interval(mins => (i % 43200)::int)"
         label = "CASE WHEN i % 2 = 0 THEN (random() < 0.4)::int END"
@@ -117,30 +118,39 @@ def fill_as_stored(execute, rows, postgres):
         series = f"(WITH RECURSIVE n(i) AS ({count}) SELECT i FROM n)"
     now = "now() at time zone 'utc'" if postgres else "datetime('now')"
     random_proba = "random()" if postgres else "(abs(random()) % 1000000) / 1e6"
+    shadow_columns, shadow_values = "", ""
+    if challenger:
+        shadow_columns, shadow_values = (
+            ", challenger_proba, challenger_version",
+            f", {random_proba}, 'c861abd0a3bf'",
+        )
     execute(
         "INSERT INTO prediction (observation_id, observation, proba, true_class, model_version, "
-        f"created_at, updated_at, feature_bins) SELECT i, {OBSERVATION_SQL}, {random_proba}, {label}, "
-        f"'eda76fe686f2', {created}, {now}, '{feature_bins()}' FROM {series}"
+        f"created_at, updated_at, feature_bins{shadow_columns}) SELECT i, {OBSERVATION_SQL}, {random_proba}, "
+        f"{label}, 'eda76fe686f2', {created}, {now}, '{feature_bins()}'{shadow_values} FROM {series}"
     )
 
 
 def bytes_per_prediction(postgres, scratch, rows):
-    """{backend: bytes per prediction}, the table, its indexes and the running totals together."""
+    """{backend: bytes per prediction}, the table, its indexes and the running totals together;
+    and the same with a challenger's answer beside each ("... with a challenger")."""
     found = {}
-    path = Path(scratch) / "storage.db"
-    with LiveServer(f"sqlite:///{path}", workers=1):  # the service makes its tables
-        pass
-    empty = sqlite_size(path)
-    with sqlite3.connect(path) as conn:
-        fill_as_stored(conn.execute, rows, postgres=False)
-    found["sqlite"] = (sqlite_size(path) - empty) / rows
-    url = postgres.create_database("storage")
-    with LiveServer(url, workers=1):
-        pass
-    empty = database_size(postgres)
-    fill_as_stored(lambda sql: postgres.sql(sql, database="storage"), rows, postgres=True)
-    postgres.sql("VACUUM ANALYZE", database="storage")
-    found["postgresql"] = (database_size(postgres) - empty) / rows
+    for challenger, suffix in ((False, ""), (True, " with a challenger")):
+        name = "storage_challenger" if challenger else "storage"  # archive_cost() reads "storage"
+        path = Path(scratch) / f"{name}.db"
+        with LiveServer(f"sqlite:///{path}", workers=1):  # the service makes its tables
+            pass
+        empty = sqlite_size(path)
+        with sqlite3.connect(path) as conn:
+            fill_as_stored(conn.execute, rows, postgres=False, challenger=challenger)
+        found["sqlite" + suffix] = (sqlite_size(path) - empty) / rows
+        url = postgres.create_database(name)
+        with LiveServer(url, workers=1):
+            pass
+        empty = database_size(postgres, name)
+        fill_as_stored(lambda sql, name=name: postgres.sql(sql, database=name), rows, True, challenger)
+        postgres.sql("VACUUM ANALYZE", database=name)
+        found["postgresql" + suffix] = (database_size(postgres, name) - empty) / rows
     return found
 
 
@@ -175,8 +185,8 @@ def sqlite_size(path):
     return path.stat().st_size
 
 
-def database_size(postgres):
-    [(size,)] = postgres.sql("SELECT pg_database_size('storage')", database="storage")
+def database_size(postgres, name="storage"):
+    [(size,)] = postgres.sql(f"SELECT pg_database_size('{name}')", database=name)
     return size
 
 
