@@ -10,15 +10,17 @@ Contract:
      only then does the file take its name, and the archive is recorded (table `archive`).
   2. It moves the file's rows out of the table, `batch_rows` at a time, each batch in a
      transaction of its own: into archived_prediction (the id, model_version, created_at, proba,
-     true_class and feature_bins, what /stats, an exact ROC AUC and /drift need, without the
-     observation) and out of the predictions table, whose triggers then count them as archived
-     instead of taking them out of the totals. Only rows still as the file has them (same
+     true_class and feature_bins, what /stats, an exact ROC AUC and /drift need, and a
+     challenger's answer, what /compare needs, without the observation) and out of the
+     predictions table, whose triggers then count them as archived instead of taking them out of
+     the totals. Only rows still as the file has them (same
      updated_at) move; a row labelled since stays in the table, and is counted in the report.
   Interrupted anywhere, the same command again goes on where it stopped: an existing file is
   read back (never written again) and its remaining rows moved. On PostgreSQL the moves go
   through functions that run with the owner's rights (SECURITY DEFINER), so a credential that
   may only read and delete, as a plan over capacity hands out, can run it. Returns a report.
-- `install(database, table)`: those functions, on PostgreSQL (tables.create_triggers calls it).
+- `install(database, table)`: those functions, on PostgreSQL (tables.create_triggers calls it), and
+  archived_prediction's columns for a challenger's answer where they are missing.
 - `where(database, observation_id)`: for an archived id, a sentence naming its archive, else None.
 """
 
@@ -43,7 +45,12 @@ COLUMNS = (
     "challenger_proba",
     "challenger_version",
 )
-MOVED_COLUMNS = "observation_id, archive_id, model_version, created_at, proba, true_class, feature_bins"
+MOVED_COLUMNS = (
+    "observation_id, archive_id, model_version, created_at, proba, true_class, feature_bins, "
+    "challenger_proba, challenger_version"
+)
+# A challenger's answer (schema version 8) is kept for /compare, as the rest is for /stats.
+CHALLENGER_COLUMNS = {"challenger_proba": "DOUBLE PRECISION", "challenger_version": "VARCHAR(16)"}
 
 
 def postgresql_functions(table):
@@ -63,7 +70,7 @@ def postgresql_functions(table):
             BEGIN
               INSERT INTO archived_prediction ({MOVED_COLUMNS})
               SELECT p.observation_id, archive, p.model_version, p.created_at, p.proba, p.true_class,
-                     p.feature_bins
+                     p.feature_bins, p.challenger_proba, p.challenger_version
               FROM {table} AS p JOIN unnest(ids, updated) AS f(id, updated_at)
                 ON p.observation_id = f.id AND p.updated_at = f.updated_at
               ON CONFLICT (observation_id) DO NOTHING;
@@ -78,9 +85,17 @@ def postgresql_functions(table):
 
 
 def install(database, table):
+    add_challenger_columns(database)
     if dialect_of(database) is not SQLITE:
         for statement in postgresql_functions(table):
             database.execute_sql(statement)
+
+
+def add_challenger_columns(database):
+    present = {column.name for column in database.get_columns("archived_prediction")}
+    for name, kind in CHALLENGER_COLUMNS.items():
+        if name not in present:
+            database.execute_sql(f"ALTER TABLE archived_prediction ADD COLUMN {name} {kind}")
 
 
 def where(database, observation_id):
@@ -158,7 +173,7 @@ def move(database, table, archive_id, ids, updated):
             f"""WITH f(id, updated_at) AS (VALUES {pairs})
                 INSERT INTO archived_prediction ({MOVED_COLUMNS})
                 SELECT p.observation_id, ?, p.model_version, p.created_at, p.proba, p.true_class,
-                       p.feature_bins
+                       p.feature_bins, p.challenger_proba, p.challenger_version
                 FROM {table} AS p JOIN f ON p.observation_id = f.id AND p.updated_at = f.updated_at WHERE true
                 ON CONFLICT (observation_id) DO NOTHING""",
             (*values, archive_id),

@@ -6,6 +6,7 @@ challenger that can't take every request the running model takes is refused at s
 import json
 import pickle
 import shutil
+from datetime import datetime
 
 import joblib
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import import_app
 from models import UNSCORABLE_FARE, titanic_challenger, titanic_challenger_failing_on_one_fare, titanic_frame
+from service import archive
 from service.monitoring.comparison import compare
 from tools.servers import EXAMPLE_DIR
 
@@ -201,6 +203,15 @@ def test_compare_puts_the_two_models_side_by_side_on_the_labelled_predictions_bo
     for name, figures in expected["metrics"].items():
         assert found["metrics"][name]["difference"] == pytest.approx(figures["difference"], abs=1e-9)
         assert found["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-9)
+    # Archived, the pairs still count: archived_prediction keeps the challenger's answer.
+    with service.DB.connection_context():
+        archive.archive(service.DB, "prediction", datetime(2100, 1, 1), tmp_path / "archive.csv", 50)
+    assert service.Prediction.select().count() == 0
+    [archived] = client.get("/compare").get_json()["comparisons"]
+    assert (archived["scored"], archived["pairs"], archived["verdict"]) == (120, 100, found["verdict"])
+    for name, figures in found["metrics"].items():  # added up in another order: equal to rounding
+        assert archived["metrics"][name]["running"] == pytest.approx(figures["running"], abs=1e-12)
+        assert archived["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-12)
     service.DB.close_all()
 
 

@@ -77,18 +77,19 @@ class Podman:
             raise AssertionError(f"podman {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout.strip()
 
+    def state(self, container):
+        """ "<status> <exit code>", or "" when podman can't tell this instant: its inspect may read
+        the container's process as it exits, and fail ("read /proc/<pid>/cgroup: no such
+        process", seen once in a clean-clone run)."""
+        return self("inspect", container, "--format", "{{.State.Status}} {{.State.ExitCode}}", check=False)
+
     def run_to_end(self, *args, timeout=120):
         """`podman run <args>` to the command's end: (exit code, what it wrote). It asks podman for
         the container's state rather than waiting with `podman run --rm`, whose wait for conmon
         lasts its full 20 s timeout where the init process reaps no orphan (as in this sandbox)."""
         container = self("run", "--detach", *args)
         deadline = time.monotonic() + timeout
-        while (state := self("inspect", container, "--format", "{{.State.Status}} {{.State.ExitCode}}"))[
-            :4
-        ] not in (
-            "exit",
-            "stop",
-        ):
+        while (state := self.state(container))[:4] not in ("exit", "stop"):
             assert time.monotonic() < deadline, f"podman run {args} did not end within {timeout} s"
             time.sleep(0.05)
         result = subprocess.run(["podman", "logs", container], env=self.env, capture_output=True, text=True)

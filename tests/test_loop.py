@@ -59,15 +59,15 @@ def stored(database_url):
 def the_loop(database_url, live_server, artifacts, served, target):
     columns = model.load(artifacts, 1000, fast=False).columns
     first, rest = served.iloc[: len(served) * 2 // 3], served.iloc[len(served) * 2 // 3 :]
-    env = {"ARTIFACTS_DIR": str(artifacts)}
+    env = {"ARTIFACTS_DIR": str(artifacts)}  # one worker each: the loop restarts the service twice
 
-    server = live_server(database_url, env=env)  # the running model alone
+    server = live_server(database_url, workers=1, env=env)  # the running model alone
     running = get(server, "/model")["model_version"]
     replay(server, first, columns, target, first_id=0)
     server.stop()
     tool("tools.retrain", database_url, "--artifacts", str(artifacts))
 
-    server = live_server(database_url, env=env)  # deployed with its challenger
+    server = live_server(database_url, workers=1, env=env)  # deployed with its challenger
     challenger = get(server, "/model")["challenger"]["model_version"]
     replay(server, rest, columns, target, first_id=len(first))
     [found] = get(server, "/compare")["comparisons"]
@@ -84,7 +84,7 @@ def the_loop(database_url, live_server, artifacts, served, target):
     assert found["verdict"] == recount["verdict"]
 
     assert f"the running model is now {challenger}" in tool("tools.promote", "--artifacts", str(artifacts))
-    server = live_server(database_url, env=env)  # the promoted model serves
+    server = live_server(database_url, workers=1, env=env)  # the promoted model serves
     assert get(server, "/model")["model_version"] == challenger
     assert "challenger" not in get(server, "/model")
     replay(server, rest.head(5), columns, target, first_id=len(served))

@@ -275,8 +275,9 @@ def record_version(database, version):
 
 def back_to_version_7(database):
     """What version 8 added, taken away."""
-    for column in ("challenger_proba", "challenger_version"):
-        database.execute_sql(f"ALTER TABLE prediction DROP COLUMN {column}")
+    for table in ("prediction", "archived_prediction"):
+        for column in ("challenger_proba", "challenger_version"):
+            database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
 
 
 def back_to_version_5(database, database_url):

@@ -14,8 +14,8 @@ Contract:
 - `comparison_report(database, table, hours, now)`: for each running model and challenger that
   scored the same predictions (model_version, challenger_version) in the window, how many both
   scored, how many the challenger failed on, and the paired comparison (comparison.py) on the
-  labelled ones. Unlike the others, it reads the predictions themselves: the challenger's
-  columns, in the window.
+  labelled ones, archived ones included. Unlike the others, it reads the predictions
+  themselves: the challenger's columns, in the window.
 - `Monitor(database, table, settings)` answers them for the routes: callers that come at once
   share one computation per worker (coalescing.py), an answer is reused for
   STATS_MAX_AGE_SECONDS, and past a second's burst of MONITORING_PER_SECOND callers wait their
@@ -234,10 +234,13 @@ def comparison_report(database, table, hours, now):
     window, params = "", ()
     if first_hour is not None:
         window, params = f" AND created_at >= {database.param}", (hour_start(first_hour),)
-    query = f"""SELECT model_version, challenger_version, true_class, proba, challenger_proba FROM {table}
-                WHERE challenger_version IS NOT NULL{window}"""
+    columns = "model_version, challenger_version, true_class, proba, challenger_proba"
+    where = f"WHERE challenger_version IS NOT NULL{window}"
+    query = (
+        f"SELECT {columns} FROM {table} {where} UNION ALL SELECT {columns} FROM archived_prediction {where}"
+    )
     pairs = {}
-    for running, challenger, *row in database.execute_sql(query, params):
+    for running, challenger, *row in database.execute_sql(query, params * 2):
         pairs.setdefault((running, challenger), []).append(row)
     return {
         "window_hours": hours,

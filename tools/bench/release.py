@@ -135,18 +135,21 @@ def bytes_per_prediction(postgres, scratch, rows):
     """{backend: bytes per prediction}, the table, its indexes and the running totals together;
     and the same with a challenger's answer beside each ("... with a challenger")."""
     found = {}
+    path = Path(scratch) / "storage.db"
+    with LiveServer(f"sqlite:///{path}", workers=1):  # the service makes its tables
+        pass
+    url = postgres.create_database("storage")  # archive_cost() archives its rows
+    with LiveServer(url, workers=1):
+        pass
+    shutil.copy(path, path.with_name("storage_challenger.db"))  # empty copies, for the challenger's
+    postgres.sql("CREATE DATABASE storage_challenger TEMPLATE storage")
     for challenger, suffix in ((False, ""), (True, " with a challenger")):
-        name = "storage_challenger" if challenger else "storage"  # archive_cost() reads "storage"
-        path = Path(scratch) / f"{name}.db"
-        with LiveServer(f"sqlite:///{path}", workers=1):  # the service makes its tables
-            pass
-        empty = sqlite_size(path)
-        with sqlite3.connect(path) as conn:
+        name = "storage_challenger" if challenger else "storage"
+        sqlite_path = path.with_name(f"{name}.db")
+        empty = sqlite_size(sqlite_path)
+        with sqlite3.connect(sqlite_path) as conn:
             fill_as_stored(conn.execute, rows, postgres=False, challenger=challenger)
-        found["sqlite" + suffix] = (sqlite_size(path) - empty) / rows
-        url = postgres.create_database(name)
-        with LiveServer(url, workers=1):
-            pass
+        found["sqlite" + suffix] = (sqlite_size(sqlite_path) - empty) / rows
         empty = database_size(postgres, name)
         fill_as_stored(lambda sql, name=name: postgres.sql(sql, database=name), rows, True, challenger)
         postgres.sql("VACUUM ANALYZE", database=name)
