@@ -12,6 +12,8 @@ needs, or raises ArtifactError with a message that says what to fix.
 - `training_versions(directory, pipeline_sha256)`: model_meta.json as Step 1 wrote it for this
   pipeline, or {} when it is absent or describes another one. It logs a warning for every
   library whose running version differs from the one that trained the model.
+- `write_training_meta(directory, pipeline, trained_on, target)`: model_meta.json as Step 1's
+  cell writes it, for the pipeline.pickle in `directory` (tools/retrain.py, the tests' models).
 
 Only load pickles you made: unpickling runs code.
 """
@@ -20,6 +22,7 @@ import hashlib
 import json
 import logging
 import pickle
+import platform
 import warnings
 from importlib.metadata import version
 
@@ -147,4 +150,18 @@ def training_versions(directory, pipeline_sha256):
                 package,
                 version(package),
             )
+    return meta
+
+
+def write_training_meta(directory, pipeline, trained_on, target):
+    """model_meta.json for the pipeline.pickle in directory, as Step 1 writes it; the meta."""
+    meta = {
+        "pipeline_sha256": hashlib.sha256((directory / "pipeline.pickle").read_bytes()).hexdigest(),
+        "python": platform.python_version(),
+        **{package: version(package) for package in CHECKED_PACKAGES},
+        "positive_class": pipeline.classes_.tolist()[1],  # plain JSON, whatever the label type
+        "trained_on": trained_on,
+        "target": target,
+    }
+    (directory / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -6,16 +6,11 @@ was trained on (training.csv) and the rows held back to test it (held_back.csv),
 directory of its own.
 """
 
-import hashlib
 import json
-import pickle
-import platform
 import shutil
 
-import joblib
 import numpy as np
 import pandas as pd
-import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
@@ -25,35 +20,15 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from service.monitoring import profile
+from tools import retrain
 from tools.servers import EXAMPLE_DIR
 
 
 def write_artifacts(directory, pipeline, X, y, target, held_back):
     """What Step 1 writes, for this pipeline, its training frame and the rows held back."""
-    directory.mkdir(parents=True, exist_ok=True)
-    X.assign(**{target: y}).to_csv(directory / "training.csv", index=False)
+    retrain.write_model(directory, pipeline, X, y, target, held_back)
     X_test, y_test = held_back
     X_test.assign(**{target: y_test}).to_csv(directory / "held_back.csv", index=False)
-    joblib.dump(pipeline, directory / "pipeline.pickle")
-    (directory / "columns.json").write_text(json.dumps(X.columns.tolist()))
-    with (directory / "dtypes.pickle").open("wb") as fh:
-        pickle.dump(X.dtypes, fh)
-    meta = {
-        "pipeline_sha256": hashlib.sha256((directory / "pipeline.pickle").read_bytes()).hexdigest(),
-        "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "pandas": pd.__version__,
-        "numpy": np.__version__,
-        "positive_class": pipeline.classes_.tolist()[1],
-        "trained_on": "training.csv",
-        "target": target,
-    }
-    (directory / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    probas = pipeline.predict_proba(X_test)[:, 1]
-    profile.write(
-        profile.build(X, meta["pipeline_sha256"], probas, y_test == pipeline.classes_[1]), directory
-    )
     return directory
 
 

@@ -21,6 +21,8 @@ Contract:
 - `evaluate(running, challenger, recent)`: both models on the same recent rows, compared
   (service/monitoring/comparison.py).
 - `describe(found)`: the comparison as lines of text.
+- `write_model(directory, pipeline, X, y, target, tested)`: Step 1's files for any fitted
+  pipeline (the tests' models are written by it too).
 - `write_challenger(pipeline, X, y, directory, recent, target)`: the five files Step 1 writes, for the
   new pipeline, into `directory` (challenger/ beside the running model's: the service then
   scores with it in shadow, docs/monitoring.md), with the data it was trained on as training.csv.
@@ -29,23 +31,19 @@ Contract:
 """
 
 import argparse
-import hashlib
 import json
 import pickle
-import platform
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
-import numpy as np
 import pandas as pd
-import sklearn
 from playhouse.db_url import connect
 from sklearn.base import clone
 
-from service import model, settings
+from service import artifacts, model, settings
 from service.monitoring import comparison, profile
 from tools.servers import REPO
 
@@ -159,30 +157,25 @@ def evaluate(running_pipeline, challenger_pipeline, recent):
     return comparison.compare(truth, *probas)
 
 
-def write_challenger(pipeline, X, y, directory, recent, target):
-    """Step 1's five files for `pipeline`, fitted on (X, y), into `directory`; the profile's test
-    figures are the recent rows'."""
+def write_model(directory, pipeline, X, y, target, tested):
+    """Step 1's five files for `pipeline`, fitted on (X, y), and those rows as training.csv, into
+    `directory`; the profile's test figures are the `tested` (X, y) rows'. The version."""
     directory.mkdir(parents=True, exist_ok=True)
     X.assign(**{target: y}).to_csv(directory / "training.csv", index=False)
     joblib.dump(pipeline, directory / "pipeline.pickle")
     (directory / "columns.json").write_text(json.dumps(X.columns.tolist()))
     with (directory / "dtypes.pickle").open("wb") as fh:
         pickle.dump(X.dtypes, fh)
-    sha256 = hashlib.sha256((directory / "pipeline.pickle").read_bytes()).hexdigest()
-    meta = {
-        "pipeline_sha256": sha256,
-        "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "pandas": pd.__version__,
-        "numpy": np.__version__,
-        "positive_class": pipeline.classes_.tolist()[1],
-        "trained_on": "training.csv",
-        "target": target,
-    }
-    (directory / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    probas = pipeline.predict_proba(recent.X)[:, 1]
-    profile.write(profile.build(X, sha256, probas, recent.y == pipeline.classes_[1]), directory)
+    sha256 = artifacts.write_training_meta(directory, pipeline, "training.csv", target)["pipeline_sha256"]
+    X_test, y_test = tested
+    probas = pipeline.predict_proba(X_test)[:, 1]
+    profile.write(profile.build(X, sha256, probas, y_test == pipeline.classes_[1]), directory)
     return sha256[:12]
+
+
+def write_challenger(pipeline, X, y, directory, recent, target):
+    """write_model() into `directory` (challenger/), tested on the recent served rows."""
+    return write_model(directory, pipeline, X, y, target, (recent.X, recent.y))
 
 
 def main(argv=None):
