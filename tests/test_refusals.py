@@ -29,15 +29,19 @@ def ready_until(server, status, timeout=20):
 
 
 def check_answers(load, server, stored_ids, cause):
-    """503s name the cause and never ask for a retry; every 200 is stored; logged once per worker."""
+    """503s name the cause and never ask for a retry; every 200 is stored; logged once per episode."""
     assert set(load.statuses) == {200, 503}, load.statuses
     assert all(cause in error and "retry the request later" not in error for error in load.errors), (
         load.errors
     )
     assert load.acknowledged <= stored_ids
     log = server.output()
-    assert 1 <= log.count(f"database {cause}:") <= 2, log  # two workers, one episode each
-    assert "database works again after" in log
+    starts, ends = log.count(f"database {cause}:"), log.count("database works again after")
+    # Logged once per episode, not per request: each episode that ended said so once. A disk at
+    # its edge may let a write through and end one (SQLite reuses freed pages; seen in a clean-
+    # clone run: 3 episodes, 458 refused requests), so episodes are not counted, only matched.
+    assert 1 <= starts <= ends + 2, log  # two workers, each may still be in its last episode
+    assert ends >= 1, log
     missing = len(load.acknowledged - stored_ids)
     print(f"{cause}: answers {dict(load.statuses)}; 200s missing from the table: {missing}")
 
