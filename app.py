@@ -286,9 +286,12 @@ def prometheus_metrics():
     try:
         readiness()  # sets service_ready
         metrics.storage(database_filling())
-        with contextlib.suppress(ApiError):  # paced out (a 429): the drift gauges keep their values
-            drift_now = MONITOR.answers(utc_now(), ("drift", metrics.DRIFT_HOURS))[0]
+        with contextlib.suppress(ApiError):  # paced out (a 429): the gauges keep their values
+            questions = [("drift", metrics.DRIFT_HOURS)] + ([("comparison", None)] if CHALLENGER else [])
+            drift_now, *compared = MONITOR.answers(utc_now(), *questions)
             metrics.drift(drift_now["by_model_version"].get(MODEL_VERSION))
+            if compared and CHALLENGER.serves:
+                metrics.comparison(compared[0], MODEL_VERSION, CHALLENGER.model.version)
     except database.EXCEPTIONS as exc:
         metrics.READY.set(0)
         metrics.DATABASE_ERRORS.labels(database.classify(exc).kind).inc()

@@ -10,8 +10,12 @@ Contract:
   `database_connections_open` (added up over the workers), the database's filling (`storage()`),
   and for the running model version's last 24 hours `model_feature_psi` and
   `model_feature_drifted` (feature), `model_expected_roc_auc` and `model_test_roc_auc` (`drift()`,
-  from GET /drift's figures). A route is the URL rule that matched ("unmatched" for a 404), so
-  a client can't make a label per URL. monitoring/alerts.yml says which of them page someone.
+  from GET /drift's figures); with a challenger deployed, its comparison with the running
+  model over their whole history (`comparison()`, from GET /compare's figures):
+  `model_comparison_pairs`, `model_challenger_failed`, `model_challenger_verdict` and, per
+  metric, `model_comparison_difference` with its 95% interval (`_low`, `_high`). A route is
+  the URL rule that matched ("unmatched" for a 404), so a client can't make a label per URL.
+  monitoring/alerts.yml says which of them page someone.
 - Across gunicorn's worker processes: when PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py
   sets it, to a fresh directory, before app.py is imported), every process writes its values
   to files there and `exposition()` adds them up, so a scrape answered by any worker counts
@@ -104,6 +108,40 @@ TEST_ROC_AUC = Gauge(
     "ROC AUC on the held-out test set at training (the training profile's)",
     multiprocess_mode="mostrecent",
 )
+# The running model against the challenger deployed beside it, as GET /compare answers (a
+# scrape refreshes them; labelled by the challenger's version, so a new one starts new series).
+COMPARISON_PAIRS = Gauge(
+    "model_comparison_pairs",
+    "Labelled predictions both the running model and the challenger scored",
+    ["challenger_version"],
+    multiprocess_mode="mostrecent",
+)
+CHALLENGER_FAILED = Gauge(
+    "model_challenger_failed",
+    "Predictions the challenger failed to score (stored and answered as without it)",
+    ["challenger_version"],
+    multiprocess_mode="mostrecent",
+)
+COMPARISON = {
+    part: Gauge(
+        f"model_comparison_{part}",
+        f"The challenger's figure minus the running model's on the same labelled predictions: {words}",
+        ["metric", "challenger_version"],
+        multiprocess_mode="mostrecent",
+    )
+    for part, words in (
+        ("difference", "the difference"),
+        ("difference_low", "the low end of its 95% interval"),
+        ("difference_high", "the high end of its 95% interval"),
+    )
+}
+CHALLENGER_VERDICT = Gauge(
+    "model_challenger_verdict",
+    "On ROC AUC: 1 the challenger is better, -1 worse (the 95% interval leaves out 0), 0 not yet",
+    ["challenger_version"],
+    multiprocess_mode="mostrecent",
+)
+VERDICTS = {"the challenger is better": 1, "the challenger is worse": -1}
 _open_now = [None]  # this process's last value, so that a request writes the gauge only on a change
 # The text format every Prometheus server reads (the client's newer 1.0.0 label is for Prometheus 3).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -139,6 +177,26 @@ def drift(version_report):
     for feature in version_report.get("features", []):
         FEATURE_PSI.labels(feature["name"]).set(feature["psi"])
         FEATURE_DRIFTED.labels(feature["name"]).set(feature["drifted"])
+
+
+def comparison(report, running, challenger):
+    """The comparison gauges from /compare's answer, for the running version and its challenger
+    (nothing to set until both have scored a prediction)."""
+    for found in report["comparisons"]:
+        if (found["model_version"], found["challenger_version"]) == (running, challenger):
+            set_comparison(found, challenger)
+
+
+def set_comparison(found, challenger):
+    COMPARISON_PAIRS.labels(challenger).set(found["pairs"])
+    CHALLENGER_FAILED.labels(challenger).set(found["challenger_failed"])
+    CHALLENGER_VERDICT.labels(challenger).set(VERDICTS.get(found["verdict"], 0))
+    for metric, figures in found["metrics"].items():
+        if figures["difference"] is not None:
+            COMPARISON["difference"].labels(metric, challenger).set(figures["difference"])
+        if figures["interval"] is not None:
+            COMPARISON["difference_low"].labels(metric, challenger).set(figures["interval"][0])
+            COMPARISON["difference_high"].labels(metric, challenger).set(figures["interval"][1])
 
 
 def exposition():

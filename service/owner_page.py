@@ -3,17 +3,20 @@
 Contract:
 - `QUESTIONS`: what the page asks reports.Monitor, by the name `context` takes each answer under:
   /stats for the whole history, /stats/series per hour (48 hours) and per day (90 days), and
-  /drift for the whole history.
-- `context(card=, refusal=, stats=, by_hour=, by_day=, drift=, filling=, base_url=)` turns the
-  model card, the readiness check's refusal (None when ready), those answers, the database's
-  filling and the service's address into the template's variables: readiness,
-  the model and its library versions (with the ones that differ from training), the features
-  with their types, training categories and typical values, the figures overall and per model
-  version (realised and expected ROC AUC, and the test set's), each version's drift table (worst
-  feature first), the data of the charts (drawn in the browser by static/page.js; for the running
-  version's DRIFT_CHARTS worst features, each bin's share in training and now), and a "try it" curl line whose
-  observation is model_card.example_observation(); and how full the database is (`filling`,
-  from storage.usage()).
+  /drift and /compare for the whole history.
+- `context(card=, refusal=, stats=, by_hour=, by_day=, drift=, comparison=, filling=, base_url=)`
+  turns the model card, the readiness check's refusal (None when ready), those answers, the
+  database's filling and the service's address into the template's variables: readiness, the
+  model and its library versions (with the ones that differ from training), the features with
+  their types, training categories and typical values, the figures overall and per model version
+  (realised and expected ROC AUC, and the test set's), when each version took over (the first
+  hour it served) and last served, the challenger's state and its paired comparison with the
+  running model (each metric of both, the difference and its interval, the verdict), each
+  version's drift table (worst feature first), the data of the charts (drawn in the browser by
+  static/page.js; for the running version's DRIFT_CHARTS worst features, each bin's share in
+  training and now), a "try it" curl line whose observation is
+  model_card.example_observation(), and how full the database is (`filling`, from
+  storage.usage()).
 - It sees aggregates only: counts and quality figures, never an observation or an id.
 Nothing here knows Flask or the database.
 """
@@ -33,11 +36,14 @@ QUESTIONS = {
     "by_hour": ("series", "hour", 48.0),
     "by_day": ("series", "day", 90 * 24.0),
     "drift": ("drift", None),
+    "comparison": ("comparison", None),
 }
+METRIC_NAMES = {"roc_auc": "ROC AUC", "log_loss": "log loss", "brier_score": "Brier score"}
+BETTER = {1: "the challenger", -1: "the running model", 0: "neither yet", None: "—"}
 MOST_CATEGORIES_SHOWN = 12
 
 
-def context(*, card, refusal, stats, by_hour, by_day, drift, filling, base_url):
+def context(*, card, refusal, stats, by_hour, by_day, drift, comparison, filling, base_url):
     return {
         "ready": refusal is None,
         "refusal": refusal,
@@ -47,6 +53,9 @@ def context(*, card, refusal, stats, by_hour, by_day, drift, filling, base_url):
         "overall": figures(stats["overall"]),
         "by_version": {version: figures(found) for version, found in stats["by_model_version"].items()},
         "as_of": stats["as_of"],
+        "took_over": took_over(stats["by_model_version"], card["model_version"]),
+        "challenger": challenger_shown(card.get("challenger")),
+        "comparisons": [comparison_shown(found) for found in comparison["comparisons"]],
         "charts": {
             "by_hour": window(by_hour),
             "by_day": window(by_day),
@@ -59,6 +68,64 @@ def context(*, card, refusal, stats, by_hour, by_day, drift, filling, base_url):
         "try_it": try_it(card, base_url),
         "storage": storage_shown(filling),
     }
+
+
+def took_over(by_version, running):
+    """The versions in the order they took over: the first and last hour each served in."""
+    served = [(found["first_hour_served"], version, found) for version, found in by_version.items()
+              if "first_hour_served" in found]  # fmt: skip
+    return [
+        {
+            "version": version,
+            "from": first,
+            "last": found["last_hour_served"],
+            "role": "running now" if version == running else "replaced",
+        }
+        for first, version, found in sorted(served)
+    ]
+
+
+def challenger_shown(found):
+    """What the page says of challenger/: None when there is none."""
+    if found is None:
+        return None
+    if "refused" in found:
+        return {"refused": found["refused"]}
+    return {"version": found["model_version"], "failing": found.get("failing")}
+
+
+def comparison_shown(found):
+    """One running model against its challenger, as /compare gives it, worded for the page."""
+    settle = found["pairs_to_settle"]
+    settle = None if settle is None else f"about {settle:,} labelled pairs in all would likely settle it"
+    return {
+        "running": found["model_version"],
+        "challenger": found["challenger_version"],
+        "scored": f"{found['scored']:,}",
+        "failed": f"{found['challenger_failed']:,}",
+        "pairs": f"{found['pairs']:,} ({found['positives']:,} positive, {found['negatives']:,} negative)",
+        "verdict": found["verdict"],
+        "settle": settle,
+        "level": f"{found['level']:.0%}",
+        "metrics": [metric_shown(name, found["metrics"][name]) for name in METRIC_NAMES],
+    }
+
+
+def metric_shown(name, figures):
+    low, high = figures["interval"] or (None, None)
+    return {
+        "key": name,
+        "name": METRIC_NAMES[name],
+        "running": decimal(figures["running"]),
+        "challenger": decimal(figures["challenger"]),
+        "difference": decimal(figures["difference"], sign=True),
+        "interval": "—" if low is None else f"{decimal(low, sign=True)} to {decimal(high, sign=True)}",
+        "better": BETTER[figures["better"]],
+    }
+
+
+def decimal(value, sign=False):
+    return "—" if value is None else f"{value:{'+' if sign else ''}.4f}"
 
 
 def storage_shown(usage):

@@ -172,6 +172,17 @@ def database_url(request, tmp_path_factory):
     return fresh_database_url(request.param, name, request, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium for the tests that look at the page (tests/chromium.py)."""
+    pytest.importorskip("selenium.webdriver")
+    from chromium import start_browser
+
+    browser = start_browser()
+    yield browser
+    browser.quit()
+
+
 @pytest.fixture
 def live_server():
     """Start real gunicorn services; they are stopped when the test ends."""

@@ -35,7 +35,8 @@ RUN_ELSEWHERE = {
     "make notebooks",
     "make check-model",
 }
-TIMESTAMPS = {"as_of", "since", "start"}  # and every key ending in _at
+# Any ISO 8601 time passes for these, and for every key ending in _at.
+TIMESTAMPS = {"as_of", "since", "start", "first_hour_served", "last_hour_served"}
 
 
 def text(page):

@@ -11,9 +11,12 @@ import sys
 import pandas as pd
 import pytest
 import requests
+from chromium import SCREENSHOTS, assert_readable, load
 from playhouse.db_url import connect
+from prometheus_client.parser import text_string_to_metric_families
+from test_prometheus import promtool
 
-from service import model
+from service import model, owner_page
 from service.monitoring.comparison import compare
 from tools import replay_example
 from tools.servers import EXAMPLE_DIR, REPO
@@ -56,7 +59,80 @@ def stored(database_url):
     return rows
 
 
-def the_loop(database_url, live_server, artifacts, served, target):
+def page_comparison(browser, server, screenshot):
+    """The comparison the page shows: (verdict line, {metric: {field: text}}), after checking
+    that the page loads cleanly and passes axe-core with it."""
+    errors, _ = load(browser, server.base + "/", screenshot)
+    assert errors == []
+    assert_readable(browser, "with a challenger")
+    [table] = browser.find_elements("css selector", "table.comparison")
+    table.screenshot(str(SCREENSHOTS / f"{screenshot}-table.png"))
+    shown = table_cells(table.find_elements("css selector", "tbody tr"), "data-metric")
+    return browser.find_element("css selector", "p.verdict").text, shown
+
+
+FIELD = "[data-field]"
+
+
+def table_cells(rows, key):
+    """{each row's `key` attribute: {its cells' data-field: their text}}."""
+    return {
+        row.get_attribute(key): {
+            cell.get_attribute("data-field"): cell.text
+            for cell in row.find_elements("css selector", "[data-field]")
+        }
+        for row in rows
+    }
+
+
+SHOWN_FIELDS = ("running", "challenger", "difference", "interval", "better")
+
+
+def assert_the_page_shows(found, verdict, shown):
+    expected = owner_page.comparison_shown(found)
+    assert verdict.startswith(found["verdict"].capitalize())
+    assert f"On {expected['pairs']} labelled predictions" in verdict
+    assert shown == {
+        metric["key"]: {field: metric[field] for field in SHOWN_FIELDS} for metric in expected["metrics"]
+    }
+
+
+def assert_the_gauges_show(server, found, challenger):
+    text = requests.get(f"{server.base}/metrics", timeout=30).text
+    promtool("check", "metrics", stdin=text)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    mine = (("challenger_version", challenger),)
+    assert samples[("model_comparison_pairs", mine)] == found["pairs"]
+    assert samples[("model_challenger_failed", mine)] == found["challenger_failed"]
+    verdict = {"the challenger is better": 1, "the challenger is worse": -1}.get(found["verdict"], 0)
+    assert samples[("model_challenger_verdict", mine)] == verdict
+    for metric, figures in found["metrics"].items():
+        labels = (("challenger_version", challenger), ("metric", metric))
+        assert samples[("model_comparison_difference", labels)] == pytest.approx(figures["difference"])
+        assert samples[("model_comparison_difference_low", labels)] == pytest.approx(figures["interval"][0])
+        assert samples[("model_comparison_difference_high", labels)] == pytest.approx(figures["interval"][1])
+
+
+def assert_the_page_shows_who_took_over(browser, server, running, challenger, screenshot):
+    load(browser, server.base + "/", screenshot)
+    stats = get(server, "/stats")["by_model_version"]
+    rows = table_cells(browser.find_elements("css selector", "#took-over tbody tr"), "data-version")
+    assert rows == {
+        version: {
+            "from": stats[version]["first_hour_served"],
+            "last": stats[version]["last_hour_served"],
+            "role": role,
+        }
+        for version, role in ((running, "replaced"), (challenger, "running now"))
+    }
+    assert stats[running]["first_hour_served"] <= stats[challenger]["first_hour_served"]
+
+
+def the_loop(database_url, live_server, artifacts, served, target, browser):
     columns = model.load(artifacts, 1000, fast=False).columns
     first, rest = served.iloc[: len(served) * 2 // 3], served.iloc[len(served) * 2 // 3 :]
     env = {"ARTIFACTS_DIR": str(artifacts)}  # one worker each: the loop restarts the service twice
@@ -71,6 +147,9 @@ def the_loop(database_url, live_server, artifacts, served, target):
     challenger = get(server, "/model")["challenger"]["model_version"]
     replay(server, rest, columns, target, first_id=len(first))
     [found] = get(server, "/compare")["comparisons"]
+    shot = f"{target.lower()}-{database_url.split(':')[0]}"  # names the screenshots
+    assert_the_page_shows(found, *page_comparison(browser, server, f"comparison-{shot}"))
+    assert_the_gauges_show(server, found, challenger)
     server.stop()
 
     assert (found["model_version"], found["challenger_version"]) == (running, challenger)
@@ -91,6 +170,7 @@ def the_loop(database_url, live_server, artifacts, served, target):
     by_version = get(server, "/stats")["by_model_version"]
     assert by_version[running]["predictions"] == len(served)  # the replaced model's history stays
     assert by_version[challenger]["predictions"] == 5
+    assert_the_page_shows_who_took_over(browser, server, running, challenger, f"took-over-{shot}")
     ids = [row[0] for row in stored(database_url)]
     assert sorted(ids) == list(range(len(served) + 5))  # every acknowledged prediction stored once
     return found
@@ -98,14 +178,18 @@ def the_loop(database_url, live_server, artifacts, served, target):
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_the_example_retrained_on_what_it_served_earns_its_place_then_serves(
-    database_url, live_server, tmp_path
+    database_url, live_server, tmp_path, browser
 ):
     artifacts = shutil.copytree(EXAMPLE_DIR, tmp_path / "artifacts")
-    found = the_loop(database_url, live_server, artifacts, replay_example.held_back_passengers(), "Survived")
+    passengers = replay_example.held_back_passengers()
+    found = the_loop(database_url, live_server, artifacts, passengers, "Survived", browser)
     print(f"{found['pairs']} pairs: {found['verdict']}; ROC AUC {found['metrics']['roc_auc']}")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_loop_holds_for_a_model_with_string_labels(database_url, live_server, tmp_path, other_model_dirs):
+def test_the_loop_holds_for_a_model_with_string_labels(
+    database_url, live_server, tmp_path, other_model_dirs, browser
+):
     artifacts = shutil.copytree(other_model_dirs["mixed-dtypes-string-labels"], tmp_path / "artifacts")
-    the_loop(database_url, live_server, artifacts, pd.read_csv(artifacts / "held_back.csv"), "status")
+    served = pd.read_csv(artifacts / "held_back.csv")
+    the_loop(database_url, live_server, artifacts, served, "status", browser)

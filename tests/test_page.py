@@ -6,52 +6,15 @@ screenshot in test-output/screenshots/."""
 
 import json
 import re
-import shutil
 
 import pytest
 import requests
+from chromium import SCREENSHOTS, assert_readable, load
 
-from conftest import missing
 from service.owner_page import FIGURES
 from tools import replay_example
-from tools.servers import REPO
 
-SCREENSHOTS = REPO / "test-output" / "screenshots"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        missing("chromium and chromedriver not found; run tools/ensure-browser", "browser tests")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
-    browser.set_page_load_timeout(60)
-    yield browser
-    browser.quit()
-
-
-def load(browser, url, screenshot_name):
-    """Load the page, wait for its charts; the console's errors, and the screenshot's path."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.get_log("browser")  # forget what an earlier page logged
-    browser.get(url)
-    WebDriverWait(browser, 30).until(
-        lambda b: b.execute_script("return document.body.dataset.charts") == "drawn"
-    )
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{screenshot_name}.png"
-    browser.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-    return errors, path
 
 
 def figures_shown(browser):
@@ -192,6 +155,22 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     filling = {"database_bytes": 8e9, "predictions": 10, "bytes_per_prediction": 800, "added_last_week": 7}
     filling |= {"plan_bytes": 10e9, "share_used": 0.8, "days_left": None, "warning": "80% of the plan"}
     drift = {"by_model_version": {}}
+    card["challenger"] = {"folder": "challenger", "refused": "it lacks the feature 'Age'"}
+    undefined = {"running": 0.7, "challenger": 0.8, "difference": 0.1, "interval": None, "better": None}
+    comparison = {
+        "model_version": "old",
+        "challenger_version": "new",
+        "scored": 1,
+        "challenger_failed": 0,
+        "pairs": 1,
+        "positives": 1,
+        "negatives": 0,
+        "level": 0.95,
+        "verdict": "not distinguishable yet",
+        "pairs_to_settle": None,
+        "metrics": {"roc_auc": undefined | {"running": None, "challenger": None, "difference": None},
+                    "log_loss": undefined, "brier_score": undefined},
+    }  # fmt: skip
     page = context(
         card=card,
         refusal=refusal,
@@ -199,6 +178,7 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
         by_hour=series,
         by_day=series,
         drift=drift,
+        comparison={"comparisons": [comparison]},
         filling=filling,
         base_url="http://example.test/",
     )
@@ -211,31 +191,16 @@ def test_the_page_says_why_it_is_not_ready_and_which_libraries_differ(service):
     assert '<p class="status warning" id="storage-warning">80% of the plan</p>' in html
     assert "80.0% of 10 GB" in html
     assert 'id="no-drift"' in html
+    assert "challenger/ scores nothing: it lacks the feature &#39;Age&#39;" in html
+    assert 'id="no-versions"' in html  # no prediction has a time
+    # One labelled pair: no ROC AUC and no interval, shown as a dash rather than a 500.
+    assert '<td data-field="running">—</td>' in html
+    assert '<td data-field="running">0.7000</td>' in html
+    assert '<td data-field="interval">—</td>' in html
+    assert "<strong>Not distinguishable yet</strong>" in html
 
 
-AXE = REPO / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
-
-
-def axe_violations(browser):
-    """axe-core's audit of the page loaded now (WCAG 2 A and AA, and its best practices):
-    {rule: (impact, how many elements)}."""
-    if not AXE.exists():
-        missing("axe-core not installed; run tools/ensure-node-packages", "page audit")
-    browser.execute_script(AXE.read_text())
-    results = browser.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']}).then((r) => done(r.violations));"
-    )
-    return {found["id"]: (found["impact"], len(found["nodes"])) for found in results}
-
-
-def assert_readable(browser, state):
-    found = axe_violations(browser)
-    print(f"axe, {state}: {found or 'no violation'}")
-    assert {rule: seen for rule, seen in found.items() if seen[0] in ("serious", "critical")} == {}
-    for landmarks in ("landmark-one-main", "region"):  # every piece of content is in a landmark
-        assert landmarks not in found, found[landmarks]
 
 
 def scrolls_sideways(browser):

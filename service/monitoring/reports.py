@@ -9,7 +9,8 @@ Contract:
   share their bins), else at most 1e-4 unless that would take reading over EXACT_BUDGET.most_rows
   rows), log loss,
   Brier score, the predicted vs observed positive rate, the calibration table and the histogram
-  of probabilities by true class.
+  of probabilities by true class; per model_version also when it took over and last served
+  (`first_hour_served`, `last_hour_served`: hours, over the whole history).
 - `series_report(database, cache, every, hours, now)`: the same figures (no tables) per hour or day.
 - `comparison_report(database, table, hours, now)`: for each running model and challenger that
   scored the same predictions (model_version, challenger_version) in the window, how many both
@@ -70,6 +71,7 @@ def stats_report(database, table, cache, hours, now):
         tested = {
             version: profile["test"]["roc_auc"] for version, profile in population.profiles(database).items()
         }
+        span = windows.served_hours(database)
         found = exact.exact_probas(
             database,
             table,
@@ -97,11 +99,20 @@ def stats_report(database, table, cache, hours, now):
                 served[version],
                 histograms.get(version, Histogram()),
                 probas.get(version, ProbaBins()),
-                {"test_roc_auc": tested.get(version)},
+                {"test_roc_auc": tested.get(version)} | served_between(span.get(version)),
             )
             for version in sorted(served)
         },
     }
+
+
+def served_between(span):
+    """When a version took over and when it last served: the start of the first and the last hour
+    it served a prediction in, over the whole history (an empty dict when no row has a time)."""
+    if span is None:
+        return {}
+    first, last = span
+    return {"first_hour_served": start_time(first), "last_hour_served": start_time(last)}
 
 
 def add_sums(into, sums):

@@ -7,6 +7,7 @@ Contract (use inside `snapshot(database)`, so that every query sees one committe
   tables, cache)` (a window, as the pieces that cost least: weeks, days and hours, each edge
   added up from finer periods or taken whole minus its other side) and `series_histograms()`
   (per day or hour, on the coarse bins): {model_version: Histogram}.
+- `served_hours(database)`: per model version, the first and last hour it served in.
 - `PeriodCache(budget_bytes)` keeps the cells of the periods read, per process, and hands them
   back only while the period's count of labelled changes (the sum of `labelled_changes` over its
   hours, which every trigger adds to in the transaction that changes its cells, and which never
@@ -104,6 +105,14 @@ def day_tables(database, hourly_day=None, first_hour=None):
                 FROM stats_hour {where} GROUP BY 1, 2 ORDER BY 1, 2"""
     params = (-1 if hourly_day is None else hourly_day,) + (() if first_hour is None else (first_hour,))
     return tables_of(database.execute_sql(query, params).fetchall())
+
+
+def served_hours(database):
+    """{model_version: (first hour, last hour)} in which it served a prediction still counted
+    (hours with created_at only): when each version took over, and when it last served."""
+    query = """SELECT model_version, MIN(hour), MAX(hour) FROM stats_hour
+               WHERE hour >= 0 AND predictions > 0 GROUP BY model_version"""
+    return {version: (first, last) for version, first, last in database.execute_sql(query).fetchall()}
 
 
 def tables_of(rows):
