@@ -191,7 +191,7 @@ def test_ctrl_c_stops_make_run_at_once_every_time(prod_venv, tmp_path):
     this guards against (gunicorn.conf.py's post_worker_init) lasted until the master's 30 s
     timeout; a stop is a couple of seconds, more on a machine busy with the rest of the suite."""
     timings = []
-    for _attempt in range(6):
+    for _attempt in range(4):
         command = ["make", "--no-print-directory", "run"]
         env = {**OWN_ARTIFACTS, "GUNICORN_ACCESS_LOG": "-"}
         server = LiveServer(f"sqlite:///{tmp_path}/ctrl-c.db", command=command, python_bin=prod_venv, env=env)

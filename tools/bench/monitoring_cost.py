@@ -7,7 +7,7 @@
    spread over the last 30 days, two model versions with the example's training profile, random
    feature bins, each scored by a challenger too: the proba moved by up to 0.1) and the
    triggers keep the totals as they would for real traffic (on PostgreSQL, then ANALYZE, as
-   autovacuum would soon). One gunicorn worker reusing no answer; median of 5 calls, each
+   autovacuum would soon). One gunicorn worker reusing no answer; median of --calls calls (5), each
    (a) after a new prediction and its label (POST /predict, POST /update), as in a service
    that is being used: the periods that changed are read again, the others come from the
    worker's cache; (b) with nothing changed since the call before; (c) with no cache
@@ -131,8 +131,8 @@ def label_a_new_prediction(server):
     ).raise_for_status()
 
 
-def timings_of(url, size):
-    """{mode: {path: median ms}} on a table of `size` labelled rows and a few more."""
+def timings_of(url, size, calls):
+    """{mode: {path: median ms of `calls` calls}} on a table of `size` labelled rows and a few more."""
     found = {}
     for mode in MODES:
         env = {"STATS_MAX_AGE_SECONDS": "0"} | ({"STATS_CACHE_MB": "0"} if mode == "no_cache" else {})
@@ -140,7 +140,7 @@ def timings_of(url, size):
             assert requests.get(f"{server.base}/stats", timeout=600).json()["overall"]["labelled"] >= size
             before = (lambda: label_a_new_prediction(server)) if mode == "after_a_label" else (lambda: None)
             paths = [path for path in QUERIES if size <= COMPARE_UP_TO or not path.startswith("/compare")]
-            found[mode] = {path: median_ms(server, path, before) for path in paths}
+            found[mode] = {path: median_ms(server, path, before, calls) for path in paths}
     return found
 
 
@@ -176,7 +176,7 @@ def flood(server, seconds, first_id):
     }
 
 
-def measure_backend(backend, postgres, scratch, sizes, flood_rows, flood_seconds):
+def measure_backend(backend, postgres, scratch, sizes, flood_rows, flood_seconds, calls):
     url = (
         f"sqlite:///{scratch}/monitoring.db"
         if backend == "sqlite"
@@ -191,7 +191,7 @@ def measure_backend(backend, postgres, scratch, sizes, flood_rows, flood_seconds
         fill_seconds, made = time.perf_counter() - started, size
         if size in sizes:
             row = {"backend": backend, "rows": size, "fill_seconds": fill_seconds}
-            timings.append(row | timings_of(url, size))
+            timings.append(row | timings_of(url, size, calls))
         if size == flood_rows and flood_seconds:
             with LiveServer(url, workers=2) as server:
                 server.wait_until_every_worker_listens()
@@ -199,9 +199,9 @@ def measure_backend(backend, postgres, scratch, sizes, flood_rows, flood_seconds
     return timings, floods
 
 
-def print_tables(timings, floods):
+def print_tables(timings, floods, calls):
     for mode, what in MODES.items():
-        print(f"\nGET /stats, /drift and /compare, one worker, median of 5 calls (ms), {what}:\n")
+        print(f"\nGET /stats, /drift and /compare, one worker, median of {calls} calls (ms), {what}:\n")
         print("| backend | labelled rows | " + " | ".join(f"`{path}`" for path in QUERIES) + " |")
         print("|---|---:|" + "---:|" * len(QUERIES))
         for row in timings:
@@ -254,7 +254,7 @@ def measure(postgres, scratch, args):
     for backend in ("sqlite", "postgresql"):
         sizes = args.sizes + (args.postgresql_sizes if backend == "postgresql" else [])
         found_timings, found_floods = measure_backend(
-            backend, postgres, scratch, sizes, args.flood_rows, args.flood_seconds
+            backend, postgres, scratch, sizes, args.flood_rows, args.flood_seconds, args.calls
         )
         timings += found_timings
         floods |= found_floods
@@ -266,6 +266,7 @@ def add_arguments(parser):
     parser.add_argument("--postgresql-sizes", type=int, nargs="*", default=[10_000_000])
     parser.add_argument("--flood-rows", type=int, default=1_000_000, help="table size for the flood")
     parser.add_argument("--flood-seconds", type=int, default=60, help="0: no flood")
+    parser.add_argument("--calls", type=int, default=5, help="timed calls of each query; the median")
 
 
 def main():
@@ -279,7 +280,7 @@ def main():
     finally:
         postgres.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
-    print_tables(timings, floods)
+    print_tables(timings, floods, args.calls)
     for target, met in targets(timings, floods).items():
         print(f"{'met   ' if met else 'MISSED'} {target}")
 
