@@ -16,7 +16,8 @@ Contract:
   counts of changes that let /stats cache periods' cells, version 5 the archive's tables (no
   pass over the rows). Version 6 adds each row's feature bins and the population's counts
   (monitoring/population.py), a pass again; version 7 only rewrites the triggers; version 8 adds
-  a challenger's answer and version beside each row's (no pass). The
+  a challenger's answer and version beside each row's (no pass); version 9 the counts of the
+  pairs a challenger scored (monitoring/pairs.py), a pass over the rows. The
   triggers, as this code writes them, are created once the steps are done.
   Anything it can't do raises `SchemaError` with what is wrong and what to do, and the
   transaction rolls back, so nothing starts half-migrated. Returns what it did, for the log.
@@ -47,13 +48,14 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from service import archive
 from service import database as databases
+from service.monitoring import pairs
 from service.monitoring import population as populations
 from service.monitoring import tables as totals
 from service.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
-CURRENT_VERSION = 8
+CURRENT_VERSION = 9
 UNRECORDED_VERSION = "unrecorded"  # the model_version of rows made before versions were recorded
 
 
@@ -143,6 +145,12 @@ def challenger_columns(database, migrator, table):
     )
 
 
+def pair_counts(database, migrator, table):
+    """Version 8 -> 9: the running counts /compare reads (monitoring/pairs.py), filled from the
+    rows there that a challenger scored."""
+    pairs.install(database, table)
+
+
 STEPS = {
     1: ("from the tutorial's table: model_version and timestamps added, 64-bit id and proba", from_tutorial),
     2: ("created_at and updated_at may be NULL (rows from before they were kept)", timestamps_may_be_null),
@@ -155,8 +163,9 @@ STEPS = {
         triggers_only,
     ),
     8: ("a challenger's answer and version beside each prediction", challenger_columns),
+    9: ("running counts of the pairs a challenger scored, for /compare", pair_counts),
 }
-PASSES_OVER_ROWS = {3, 6}  # the steps whose time grows with the table
+PASSES_OVER_ROWS = {3, 6, 9}  # the steps whose time grows with the table
 RELEASE_COMMAND = "flask --app app upgrade-database"
 
 # Each shipped schema, recognised by its columns when no version was recorded.

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
+from test_comparison import from_counts
 
 from conftest import import_app
 from models import UNSCORABLE_FARE, titanic_challenger, titanic_challenger_failing_on_one_fare, titanic_frame
 from service import archive
-from service.monitoring.comparison import compare
 from tools.servers import EXAMPLE_DIR
 
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -60,6 +60,15 @@ def expected_probas(directory, observations):
         dtypes = pickle.load(fh)
     frame = pd.DataFrame(observations)[columns].astype(dtypes)
     return joblib.load(directory / "pipeline.pickle").predict_proba(frame)[:, 1]
+
+
+def rounded(found, digits=12):
+    """`found` with every float rounded, for figures added up in different orders."""
+    if isinstance(found, dict):
+        return {key: rounded(value, digits) for key, value in found.items()}
+    if isinstance(found, list):
+        return [rounded(value, digits) for value in found]
+    return round(found, digits) if isinstance(found, float) else found
 
 
 def stored(service):
@@ -186,7 +195,7 @@ def test_compare_puts_the_two_models_side_by_side_on_the_labelled_predictions_bo
     whole, window = (client.get(path).get_json() for path in ("/compare", "/compare?hours=1"))
 
     [found] = whole["comparisons"]
-    assert window["comparisons"] == whole["comparisons"]
+    assert rounded(window["comparisons"]) == rounded(whole["comparisons"])  # summed in another order
     assert (found["model_version"], found["challenger_version"]) == (
         service.MODEL_VERSION,
         client.get("/model").get_json()["challenger"]["model_version"],
@@ -196,13 +205,14 @@ def test_compare_puts_the_two_models_side_by_side_on_the_labelled_predictions_bo
     running = expected_probas(artifacts, observations[:100])
     shadow = expected_probas(artifacts / "challenger", observations[:100])
     auc = found["metrics"]["roc_auc"]
-    assert auc["running"] == pytest.approx(roc_auc_score(truth, running), abs=1e-12)
-    assert auc["challenger"] == pytest.approx(roc_auc_score(truth, shadow), abs=1e-12)
-    expected = compare(truth, running, shadow)  # from the models' own predict_proba
+    assert abs(auc["running"] - roc_auc_score(truth, running)) <= auc["max_error"]
+    assert abs(auc["challenger"] - roc_auc_score(truth, shadow)) <= auc["max_error"]
+    # The counts the triggers kept are the ones counted here from the models' own predict_proba.
+    expected = from_counts(truth, running, shadow)
     assert (found["verdict"], found["pairs_to_settle"]) == (expected["verdict"], expected["pairs_to_settle"])
     for name, figures in expected["metrics"].items():
-        assert found["metrics"][name]["difference"] == pytest.approx(figures["difference"], abs=1e-9)
-        assert found["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-9)
+        for figure in ("running", "challenger", "difference", "interval", "max_error"):
+            assert found["metrics"][name].get(figure) == pytest.approx(figures.get(figure), abs=1e-9)
     # Archived, the pairs still count: archived_prediction keeps the challenger's answer.
     with service.DB.connection_context():
         archive.archive(service.DB, "prediction", datetime(2100, 1, 1), tmp_path / "archive.csv", 50)
@@ -222,4 +232,81 @@ def test_compare_without_a_challenger_has_nothing_to_compare(database_url):
     assert client.post("/predict", json={"id": 1, "observation": passengers(1)[0]}).status_code == 200
 
     assert client.get("/compare").get_json()["comparisons"] == []
+    service.DB.close_all()
+
+
+def recount(service):
+    """/compare's comparisons as the rows and the archived ones say: (model_version,
+    challenger_version) -> (scored, failed, from_counts() of the labelled pairs)."""
+    columns = "model_version, challenger_version, true_class, proba, challenger_proba"
+    query = " UNION ALL ".join(
+        f"SELECT {columns} FROM {table} WHERE challenger_version IS NOT NULL"
+        for table in ("prediction", "archived_prediction")
+    )
+    with service.DB.connection_context():
+        rows = service.DB.execute_sql(query).fetchall()
+    found = {}
+    for versions in {tuple(row[:2]) for row in rows}:
+        mine = [row[2:] for row in rows if tuple(row[:2]) == versions]
+        labelled = np.array([row for row in mine if row[0] is not None and row[2] is not None], dtype=float)
+        labelled = labelled.reshape(-1, 3)
+        compared = from_counts(labelled[:, 0].astype(int), labelled[:, 1], labelled[:, 2])
+        found[versions] = (len(mine), sum(row[2] is None for row in mine), compared)
+    return found
+
+
+def assert_compare_is_the_recount(client, service):
+    answered = client.get("/compare").get_json()["comparisons"]
+    expected = recount(service)
+    assert {(found["model_version"], found["challenger_version"]) for found in answered} == set(expected)
+    for found in answered:
+        scored, failed, compared = expected[found["model_version"], found["challenger_version"]]
+        assert (found["scored"], found["challenger_failed"], found["pairs"]) == (
+            scored,
+            failed,
+            compared["pairs"],
+        )
+        for name, figures in compared["metrics"].items():
+            for figure in ("running", "difference", "interval", "max_error"):
+                assert found["metrics"][name].get(figure) == pytest.approx(figures.get(figure), abs=1e-9)
+
+
+@BOTH
+def test_the_counts_compare_reads_follow_every_change_to_the_rows(database_url, tmp_path, challengers):
+    """Labels, corrected labels, an operator's deletes and edits, an archive and (PostgreSQL) a
+    TRUNCATE: after each, /compare is what the rows (and the archived ones) say."""
+    artifacts = beside_the_example(tmp_path, challengers["failing on one fare"])
+    service = import_app(database_url, ARTIFACTS_DIR=str(artifacts))
+    client = service.app.test_client()
+    observations = passengers(80)
+    observations[3]["Fare"] = UNSCORABLE_FARE  # the challenger fails on it
+    _, outcomes = titanic_frame()
+    for i, observation in enumerate(observations):
+        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
+    for i in range(70):
+        assert client.post("/update", json={"id": i, "true_class": int(outcomes[i])}).status_code == 200
+    assert_compare_is_the_recount(client, service)
+
+    for i in range(0, 20, 2):  # corrected labels
+        assert client.post("/update", json={"id": i, "true_class": 1 - int(outcomes[i])}).status_code == 200
+    with service.DB.connection_context():
+        service.DB.execute_sql("DELETE FROM prediction WHERE observation_id IN (5, 6, 75)")
+        service.DB.execute_sql("UPDATE prediction SET challenger_proba = 0.5 WHERE observation_id = 7")
+        service.DB.execute_sql(
+            "UPDATE prediction SET challenger_version = 'by hand' WHERE observation_id = 8"
+        )
+        service.DB.execute_sql("UPDATE prediction SET true_class = NULL WHERE observation_id = 9")
+    assert_compare_is_the_recount(client, service)
+
+    with service.DB.connection_context():
+        archive.archive(service.DB, "prediction", datetime(2100, 1, 1), tmp_path / "archive.csv", 30)
+    for i, observation in enumerate(passengers(10, start=100), start=100):  # and more since
+        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
+        assert client.post("/update", json={"id": i, "true_class": i % 2}).status_code == 200
+    assert_compare_is_the_recount(client, service)
+
+    if database_url.startswith("postgresql"):
+        with service.DB.connection_context():
+            service.DB.execute_sql("TRUNCATE prediction")
+        assert_compare_is_the_recount(client, service)
     service.DB.close_all()

@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import requests
 from chromium import SCREENSHOTS, assert_readable, load
 from playhouse.db_url import connect
 from prometheus_client.parser import text_string_to_metric_families
+from test_comparison import from_counts
 from test_prometheus import promtool
 
 from service import model, owner_page
@@ -155,12 +157,14 @@ def the_loop(database_url, live_server, artifacts, served, target, browser):
     assert (found["model_version"], found["challenger_version"]) == (running, challenger)
     assert (found["scored"], found["challenger_failed"], found["pairs"]) == (len(rest), 0, len(rest))
     rows = [row for row in stored(database_url) if row[5] == challenger]
-    recount = compare([row[2] for row in rows], [row[3] for row in rows], [row[4] for row in rows])
+    truth, probas, shadow = (np.array([row[i] for row in rows]) for i in (2, 3, 4))
+    recount = from_counts(truth, probas, shadow)  # what the triggers should have counted
     for name, figures in recount["metrics"].items():
-        assert found["metrics"][name]["running"] == pytest.approx(figures["running"], abs=1e-12)
-        assert found["metrics"][name]["challenger"] == pytest.approx(figures["challenger"], abs=1e-12)
-        assert found["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-12)
+        for figure in ("running", "challenger", "interval", "max_error"):
+            assert found["metrics"][name].get(figure) == pytest.approx(figures.get(figure), abs=1e-9)
     assert found["verdict"] == recount["verdict"]
+    exact, auc = compare(truth, probas, shadow)["metrics"]["roc_auc"], found["metrics"]["roc_auc"]
+    assert abs(auc["running"] - exact["running"]) <= auc["max_error"]  # within its bound of the rows' own
 
     assert f"the running model is now {challenger}" in tool("tools.promote", "--artifacts", str(artifacts))
     server = live_server(database_url, workers=1, env=env)  # the promoted model serves

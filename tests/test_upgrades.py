@@ -21,11 +21,13 @@ from peewee import (
     TextField,
 )
 from playhouse.db_url import connect
+from test_comparison import from_counts
 
 from conftest import import_app
 from service.migrations import CURRENT_VERSION
-from service.monitoring import population
+from service.monitoring import pairs, population
 from service.monitoring import tables as totals
+from service.monitoring.periods import SQLITE, dialect_of
 from test_aggregates import assert_stats_equal_the_rows, assert_totals_match_the_rows, exact_quality
 from test_drift import assert_counts_match_the_rows, bins_of
 from tools.servers import EXAMPLE_OBSERVATION
@@ -267,14 +269,55 @@ def test_an_upgrade_from_version_7_adds_the_challenger_s_columns_empty(database_
     assert post(server, "/predict", {"id": 2**40, "observation": EXAMPLE_OBSERVATION}).status_code == 200
 
 
+@BOTH
+def test_an_upgrade_from_version_8_counts_the_pairs_already_scored(database_url, live_server):
+    service = import_app(database_url)
+    rows = hourly_rows(service)
+    for i, row in enumerate(rows):  # a challenger beside version_1, failing on one row
+        beside = row["model_version"] == "version_1"
+        row["challenger_version"] = "challenger01" if beside else None
+        row["challenger_proba"] = (i % 13) / 13 if beside and i != 7 else None
+    service.Prediction.insert_many(rows).execute()
+    with service.DB.atomic():
+        back_to_version_8(service.DB)
+        record_version(service.DB, 8)
+    service.DB.close_all()
+
+    server = live_server(database_url)
+
+    assert f"upgraded the schema in place from version 8 to {CURRENT_VERSION}" in server.output()
+    [found] = requests.get(f"{server.base}/compare", timeout=30).json()["comparisons"]
+    assert (found["model_version"], found["scored"], found["challenger_failed"]) == ("version_1", 100, 1)
+    labelled = [
+        row for row in rows if row.get("challenger_proba") is not None and row["true_class"] is not None
+    ]
+    truth, probas, shadow = (
+        np.array([row[name] for row in labelled]) for name in ("true_class", "proba", "challenger_proba")
+    )
+    expected = from_counts(truth, probas, shadow)
+    assert found["pairs"] == expected["pairs"] == len(labelled)
+    for name, figures in expected["metrics"].items():
+        assert found["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-9)
+
+
 def record_version(database, version):
     database.execute_sql("DELETE FROM schema_version")
     values = f"({version}, '2026-01-01', 'an earlier release')"
     database.execute_sql(f"INSERT INTO schema_version (version, applied_at, description) VALUES {values}")
 
 
+def back_to_version_8(database):
+    """What version 9 added, taken away."""
+    on_table = "" if dialect_of(database) is SQLITE else " ON prediction"
+    for name in totals.PAIRS_TRIGGERS:
+        database.execute_sql(f"DROP TRIGGER IF EXISTS {name}{on_table}")
+    for table in pairs.TABLE_NAMES:
+        database.execute_sql(f"DROP TABLE IF EXISTS {table}")
+
+
 def back_to_version_7(database):
-    """What version 8 added, taken away."""
+    """What versions 8 and 9 added, taken away."""
+    back_to_version_8(database)
     for table in ("prediction", "archived_prediction"):
         for column in ("challenger_proba", "challenger_version"):
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -457,7 +500,8 @@ def test_a_column_of_the_wrong_type_stops_start_up(tmp_path):
     service = import_app(url)
     service.DB.close_all()
     with sqlite3.connect(tmp_path / "typed.db") as conn:
-        for trigger in totals.SQLITE_TRIGGERS:  # SQLite won't drop a column its triggers use
+        # SQLite won't drop a column its triggers use.
+        for trigger in totals.SQLITE_TRIGGERS | totals.PAIRS_TRIGGERS:
             conn.execute(f"DROP TRIGGER {trigger}")
         conn.execute("ALTER TABLE prediction DROP COLUMN model_version")
         conn.execute("ALTER TABLE prediction ADD COLUMN model_version BLOB")

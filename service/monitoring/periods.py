@@ -92,10 +92,16 @@ def start_time(period, every_day=False):
     return iso_utc(hour_start(period * (24 if every_day else 1)))
 
 
+def read_columns(column):
+    """model_version, created_at and proba, and `column` (a name, or a tuple of them)."""
+    return ("model_version", "created_at", "proba", *((column,) if isinstance(column, str) else column))
+
+
 def row_source(column, *rows):
     """A subquery of trigger rows, ("NEW", 1) or ("OLD", -1): what every count reads, `column`
-    (the label for the totals, the bins for the population) and the sign each row counts with."""
-    columns = ("model_version", "created_at", "proba", column)
+    (the label for the totals, the bins for the population, a tuple for the pairs) and the sign
+    each row counts with."""
+    columns = read_columns(column)
     selects = []
     for name, sign in rows:
         picked = ", ".join(f"{name}.{each} AS {each}" for each in columns)
@@ -105,4 +111,4 @@ def row_source(column, *rows):
 
 def table_source(column, table, sign, where=""):
     """The same of a table's rows (or a trigger's transition table), each counted with `sign`."""
-    return f"(SELECT model_version, created_at, proba, {column}, {sign} AS sign FROM {table} {where}) AS r"
+    return f"(SELECT {', '.join(read_columns(column))}, {sign} AS sign FROM {table} {where}) AS r"

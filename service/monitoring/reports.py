@@ -12,26 +12,26 @@ Contract:
   of probabilities by true class; per model_version also when it took over and last served
   (`first_hour_served`, `last_hour_served`: hours, over the whole history).
 - `series_report(database, cache, every, hours, now)`: the same figures (no tables) per hour or day.
-- `comparison_report(database, table, hours, now)`: for each running model and challenger that
-  scored the same predictions (model_version, challenger_version) in the window, how many both
-  scored, how many the challenger failed on, and the paired comparison (comparison.py) on the
-  labelled ones, archived ones included. Unlike the others, it reads the predictions
-  themselves: the challenger's columns, in the window.
+- `comparison_report(database, hours, now)`: for each running model and challenger that
+  scored the same predictions (model_version, challenger_version) in the window (whole hours,
+  or whole days for windows over 48 hours, as the drift's), how many both scored, how many the
+  challenger failed on, and the paired comparison (comparison.compare_counts) on the labelled
+  ones, archived ones included, from pairs.py's running counts.
 - `Monitor(database, table, settings)` answers them for the routes: callers that come at once
   share one computation per worker (coalescing.py), an answer is reused for
   STATS_MAX_AGE_SECONDS, and past a second's burst of MONITORING_PER_SECOND callers wait their
   turn, or get a 429 when 12 wait already, so a flood of them can't starve /predict. Each worker
   keeps up to STATS_CACHE_MB of periods read.
-The other reports read the running totals (tables.py, windows.py), never the predictions themselves,
-in one snapshot, so their figures agree with each other and with the rows at one moment, and
-cost the same on ten rows or ten million. Nothing here writes to the database.
+Each reads the running totals (tables.py, windows.py, population.py, pairs.py), never the
+predictions themselves, in one snapshot, so their figures agree with each other and with the
+rows at one moment, and cost about the same on ten rows or ten million. Nothing here writes to the database.
 """
 
 import math
 
 from service.coalescing import Coalescer, Pacer
 from service.errors import ApiError
-from service.monitoring import comparison, exact, population, windows
+from service.monitoring import comparison, exact, pairs, population, windows
 from service.monitoring.drift import drift_report
 from service.monitoring.histogram import Histogram
 from service.monitoring.periods import (
@@ -39,7 +39,6 @@ from service.monitoring.periods import (
     DAY,
     HOUR,
     HOURLY_WINDOWS_UP_TO,
-    hour_start,
     start_time,
     window_start,
 )
@@ -239,41 +238,27 @@ def rounded(value):
     return None if value is None else round(float(value), 6)
 
 
-def comparison_report(database, table, hours, now):
+def comparison_report(database, hours, now):
     """/compare: each running model against its challenger, on the predictions both scored."""
     first_hour = None if hours is None else window_start(hours, now)
-    window, params = "", ()
-    if first_hour is not None:
-        window, params = f" AND created_at >= {database.param}", (hour_start(first_hour),)
-    columns = "model_version, challenger_version, true_class, proba, challenger_proba"
-    where = f"WHERE challenger_version IS NOT NULL{window}"
-    query = (
-        f"SELECT {columns} FROM {table} {where} UNION ALL SELECT {columns} FROM archived_prediction {where}"
-    )
-    pairs = {}
-    for running, challenger, *row in database.execute_sql(query, params * 2):
-        pairs.setdefault((running, challenger), []).append(row)
+    level, first = population.window_level(first_hour, hours is not None and hours > HOURLY_WINDOWS_UP_TO)
+    with windows.snapshot(database):
+        found = pairs.counts(database, level, first)
     return {
         "window_hours": hours,
         "since": None if first_hour is None else start_time(first_hour),
         "as_of": iso_utc(now),
-        "comparisons": [
-            versus(running, challenger, rows) for (running, challenger), rows in sorted(pairs.items())
-        ],
+        "comparisons": [versus(*versions, found[versions]) for versions in sorted(found)],
     }
 
 
-def versus(running, challenger, rows):
-    labelled = [
-        (truth, proba, shadow) for truth, proba, shadow in rows if truth is not None and shadow is not None
-    ]
-    truth, probas, shadow = zip(*labelled, strict=True) if labelled else ((), (), ())
+def versus(running, challenger, counts):
     return {
         "model_version": running,
         "challenger_version": challenger,
-        "scored": len(rows),
-        "challenger_failed": sum(shadow is None for _, _, shadow in rows),
-    } | comparison.compare(truth, probas, shadow)
+        "scored": counts.scored,
+        "challenger_failed": counts.failed,
+    } | comparison.compare_counts(counts)
 
 
 class Monitor:
@@ -309,6 +294,6 @@ class Monitor:
         if question[0] == "drift":
             return drift_report(self.database, question[1], now)
         if question[0] == "comparison":
-            return comparison_report(self.database, self.table, question[1], now)
+            return comparison_report(self.database, question[1], now)
         _, every, hours = question
         return series_report(self.database, self.cache, every, hours, now)

@@ -18,6 +18,8 @@ Contract:
   labelled rows' proba and the triggers, and fills the totals from the rows already there;
   migrations.py calls it inside the upgrade's transaction (schema version 3), or when
   `installed()` finds a part missing. `add_change_counts()` is version 4: what version 3 lacked.
+- Where the table holds a challenger's answer (schema version 8 on), the same transactions keep
+  pairs.py's counts (`pairs_on_*` triggers; install() fills them too).
 - `stats_generation` holds a random number, drawn at install() and moved on by a TRUNCATE, so
   that cells cached from one state of the totals are never taken for another's (windows.py).
 
@@ -26,7 +28,7 @@ Reading them is windows.py's; what /stats makes of them is reports.py's.
 
 import secrets
 
-from service.monitoring import population
+from service.monitoring import pairs, population
 from service.monitoring.periods import (
     COARSE_BINS,
     DAY_COARSE,
@@ -178,7 +180,18 @@ SQLITE_TRIGGERS = {
 POSTGRESQL_TRIGGERS = {
     "stats_on_insert", "stats_on_update", "stats_on_delete", "stats_on_truncate", "population_on_update",
 }  # fmt: skip
-TRIGGER_NAMES = sorted(SQLITE_TRIGGERS | POSTGRESQL_TRIGGERS)
+# The pairs' (pairs.py), on a table that holds a challenger's answer (schema version 8 on).
+PAIRS_TRIGGERS = {"pairs_on_insert", "pairs_on_update", "pairs_on_delete"}
+TRIGGER_NAMES = sorted(SQLITE_TRIGGERS | POSTGRESQL_TRIGGERS | PAIRS_TRIGGERS)
+# What a change to a row must move in the pairs' counts.
+PAIRS_COUNTED = (
+    "true_class",
+    "proba",
+    "model_version",
+    "created_at",
+    "challenger_proba",
+    "challenger_version",
+)
 
 
 def counted(dialect, rows):
@@ -235,7 +248,77 @@ def sqlite_triggers(table):
     ]
 
 
-def postgresql_triggers(table):
+def sqlite_pairs_triggers(table):
+    """Row by row, only for rows a challenger was asked to score."""
+    changed = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in PAIRS_COUNTED)
+    asked = "(OLD.challenger_version IS NOT NULL OR NEW.challenger_version IS NOT NULL)"
+
+    def trigger(name, event, rows, when):
+        body = ";\n".join(pairs.statements(SQLITE, row_source(pairs.COLUMNS, *rows)))
+        return f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN {when} BEGIN {body}; END"
+
+    arrived, departed = [("NEW", 1)], [("OLD", -1)]
+    return [
+        trigger("pairs_on_insert", "INSERT", arrived, "NEW.challenger_version IS NOT NULL"),
+        trigger("pairs_on_update", "UPDATE", departed + arrived, f"({changed}) AND {asked}"),
+        trigger(
+            "pairs_on_delete",
+            "DELETE",
+            departed,
+            f"OLD.challenger_version IS NOT NULL AND NOT {is_archived('OLD')}",
+        ),
+    ]
+
+
+def postgresql_pairs_triggers(table):
+    """Inserts and deletes once per statement, updates once per changed row; a TRUNCATE keeps
+    the archived predictions' pairs, as it keeps their totals."""
+    changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in PAIRS_COUNTED)
+    asked = "(OLD.challenger_version IS NOT NULL OR NEW.challenger_version IS NOT NULL)"
+    kept = f"WHERE challenger_version IS NOT NULL AND NOT {is_archived('d')}"
+    return [
+        trigger_function(
+            "pairs_on_insert",
+            pairs.statements(
+                POSTGRESQL, table_source(pairs.COLUMNS, "arrived", 1, "WHERE challenger_version IS NOT NULL")
+            ),
+        ),
+        trigger_function(
+            "pairs_on_update",
+            pairs.statements(POSTGRESQL, row_source(pairs.COLUMNS, ("OLD", -1), ("NEW", 1))),
+        ),
+        trigger_function(
+            "pairs_on_delete",
+            pairs.statements(POSTGRESQL, table_source(pairs.COLUMNS, "departed AS d", -1, kept)),
+        ),
+        f"CREATE TRIGGER pairs_on_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS arrived "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pairs_on_insert()",
+        f"CREATE TRIGGER pairs_on_update AFTER UPDATE ON {table} FOR EACH ROW WHEN (({changed}) AND {asked}) "
+        "EXECUTE FUNCTION pairs_on_update()",
+        f"CREATE TRIGGER pairs_on_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS departed "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pairs_on_delete()",
+    ]
+
+
+def trigger_function(name, statements, returns="NULL"):
+    # SECURITY DEFINER: a role that may delete but not write the totals (a plan over capacity
+    # hands out such a credential) still keeps them right when it deletes.
+    body = ";\n".join(statements)
+    return (
+        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        f"SET search_path FROM CURRENT AS $$ BEGIN {body}; RETURN {returns}; END $$"
+    )
+
+
+def pairs_refill(with_pairs):
+    """After a TRUNCATE, the pairs' counts of the archived predictions alone."""
+    if not with_pairs:
+        return []
+    archived = table_source(pairs.COLUMNS, "archived_prediction", 1)
+    return [f"TRUNCATE {', '.join(pairs.TABLE_NAMES)}", *pairs.statements(POSTGRESQL, archived)]
+
+
+def postgresql_triggers(table, with_pairs=False):
     """Inserts and deletes are counted once per statement (a /predict batch is one upsert of its
     hour), updates once per row, and only when a counted column changed."""
     changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in COUNTED_COLUMNS)
@@ -243,32 +326,23 @@ def postgresql_triggers(table):
         f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in population.COUNTED_COLUMNS
     )
 
-    def function(name, statements, returns="NULL"):
-        # SECURITY DEFINER: a role that may delete but not write the totals (a plan over capacity
-        # hands out such a credential) still keeps them right when it deletes.
-        body = ";\n".join(statements)
-        return (
-            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-            f"SET search_path FROM CURRENT AS $$ BEGIN {body}; RETURN {returns}; END $$"
-        )
-
     kept = f"WHERE NOT {is_archived('d')}"
     archived = table_source(LABEL, "departed AS d", -1, f"WHERE {is_archived('d')}")
     archived_rows = table_source(BINS, "archived_prediction", 1)
     return [
-        function(
+        trigger_function(
             "stats_on_insert",
             [
                 *changes(POSTGRESQL, table_source(LABEL, "arrived", 1)),
                 *population.statements(POSTGRESQL, table_source(BINS, "arrived", 1)),
             ],
         ),
-        function("stats_on_update", changes(POSTGRESQL, row_source(LABEL, ("OLD", -1), ("NEW", 1)))),
-        function(
+        trigger_function("stats_on_update", changes(POSTGRESQL, row_source(LABEL, ("OLD", -1), ("NEW", 1)))),
+        trigger_function(
             "population_on_update",
             population.statements(POSTGRESQL, row_source(BINS, ("OLD", -1), ("NEW", 1))),
         ),
-        function(
+        trigger_function(
             "stats_on_delete",
             [
                 *changes(POSTGRESQL, table_source(LABEL, "departed AS d", -1, kept)),
@@ -278,7 +352,7 @@ def postgresql_triggers(table):
         ),
         # The change counts start again from zero: a new generation keeps cached cells from passing.
         # The archived predictions stay in the totals.
-        function(
+        trigger_function(
             "stats_on_truncate",
             [
                 f"TRUNCATE stats_hour, stats_bin, {', '.join(population.COUNT_TABLES)}",
@@ -286,6 +360,7 @@ def postgresql_triggers(table):
                 *changes(POSTGRESQL, ARCHIVED_SOURCE),
                 archived_upsert(POSTGRESQL, ARCHIVED_SOURCE),
                 *population.statements(POSTGRESQL, archived_rows),
+                *pairs_refill(with_pairs),
             ],
         ),
         f"CREATE TRIGGER stats_on_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS arrived "
@@ -319,6 +394,8 @@ def install(database, table):
     for statement in [*changes(dialect, table_source(LABEL, table, 1)), *archived_fill(dialect)]:
         database.execute_sql(statement)
     population.install(database, table)
+    if pairs.has_columns(database, table):
+        pairs.install(database, table)
     start_generation(database)
     create_triggers(database, table)
     if dialect is POSTGRESQL:  # planner statistics for the filled tables, before autovacuum's own
@@ -381,7 +458,14 @@ def drop_triggers(database, table):
 
 
 def create_triggers(database, table):
-    triggers = sqlite_triggers(table) if dialect_of(database) is SQLITE else postgresql_triggers(table)
+    """The totals' triggers, and the pairs' where the table holds a challenger's answer."""
+    with_pairs = pairs.has_columns(database, table)
+    if dialect_of(database) is SQLITE:
+        triggers = sqlite_triggers(table) + (sqlite_pairs_triggers(table) if with_pairs else [])
+    else:
+        triggers = postgresql_triggers(table, with_pairs) + (
+            postgresql_pairs_triggers(table) if with_pairs else []
+        )
     for statement in triggers:
         database.execute_sql(statement)
 
@@ -394,10 +478,14 @@ def installed(database, table):
         query = "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal"
     found = {name for (name,) in database.execute_sql(query, (table,)).fetchall()}
     wanted = SQLITE_TRIGGERS if dialect_of(database) is SQLITE else POSTGRESQL_TRIGGERS
+    with_pairs = pairs.has_columns(database, table)
+    if with_pairs:
+        wanted = wanted | PAIRS_TRIGGERS
     tables = ("stats_hour", "stats_bin", "stats_generation", *ARCHIVE_TABLES)
     return (
         wanted <= found
         and population.installed(database, table)
+        and (not with_pairs or pairs.installed(database))
         and all(database.table_exists(name) for name in tables)
         and {"labelled_changes", "archived"} <= {column.name for column in database.get_columns("stats_hour")}
     )
