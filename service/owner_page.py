@@ -107,6 +107,7 @@ def comparison_shown(found):
         "verdict": found["verdict"],
         "settle": settle,
         "level": f"{found['level']:.0%}",
+        "auc_max_error": found["metrics"]["roc_auc"]["max_error"],
         "metrics": [metric_shown(name, found["metrics"][name]) for name in METRIC_NAMES],
     }
 
