@@ -25,6 +25,7 @@ import json
 import shlex
 
 from service.model_card import example_observation
+from service.monitoring.reports import rounded_up
 
 FIGURES = [
     "predictions", "labelled", "roc_auc", "roc_auc_max_error", "expected_roc_auc", "test_roc_auc", "log_loss",
@@ -107,7 +108,7 @@ def comparison_shown(found):
         "verdict": found["verdict"],
         "settle": settle,
         "level": f"{found['level']:.0%}",
-        "auc_max_error": found["metrics"]["roc_auc"]["max_error"],
+        "auc_max_error": rounded_up(found["metrics"]["roc_auc"]["max_error"]),  # never shown below it
         "metrics": [metric_shown(name, found["metrics"][name]) for name in METRIC_NAMES],
     }
 
