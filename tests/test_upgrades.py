@@ -252,16 +252,8 @@ def test_an_upgrade_from_version_5_counts_every_probability_and_bins_features_fr
 
 @BOTH
 def test_an_upgrade_from_version_7_adds_the_challenger_s_columns_empty(database_url, live_server):
-    service = import_app(database_url)
-    service.Prediction.insert_many(hourly_rows(service)).execute()
-    with service.DB.atomic():
-        back_to_version_7(service.DB)
-        record_version(service.DB, 7)
-    service.DB.close_all()
+    server = upgraded(database_url, live_server, 7, back_to_version_7)
 
-    server = live_server(database_url)
-
-    assert f"upgraded the schema in place from version 7 to {CURRENT_VERSION}" in server.output()
     found = column_values(
         database_url, "SELECT count(*), count(challenger_proba), count(challenger_version) FROM prediction"
     )
@@ -271,21 +263,18 @@ def test_an_upgrade_from_version_7_adds_the_challenger_s_columns_empty(database_
 
 @BOTH
 def test_an_upgrade_from_version_8_counts_the_pairs_already_scored(database_url, live_server):
-    service = import_app(database_url)
-    rows = hourly_rows(service)
-    for i, row in enumerate(rows):  # a challenger beside version_1, failing on one row
-        beside = row["model_version"] == "version_1"
-        row["challenger_version"] = "challenger01" if beside else None
-        row["challenger_proba"] = (i % 13) / 13 if beside and i != 7 else None
-    service.Prediction.insert_many(rows).execute()
-    with service.DB.atomic():
-        back_to_version_8(service.DB)
-        record_version(service.DB, 8)
-    service.DB.close_all()
+    rows = []
 
-    server = live_server(database_url)
+    def with_a_challenger(service):  # beside version_1, failing on one row
+        rows.extend(hourly_rows(service))
+        for i, row in enumerate(rows):
+            beside = row["model_version"] == "version_1"
+            row["challenger_version"] = "challenger01" if beside else None
+            row["challenger_proba"] = (i % 13) / 13 if beside and i != 7 else None
+        return rows
 
-    assert f"upgraded the schema in place from version 8 to {CURRENT_VERSION}" in server.output()
+    server = upgraded(database_url, live_server, 8, back_to_version_8, with_a_challenger)
+
     [found] = requests.get(f"{server.base}/compare", timeout=30).json()["comparisons"]
     assert (found["model_version"], found["scored"], found["challenger_failed"]) == ("version_1", 100, 1)
     labelled = [
@@ -298,6 +287,20 @@ def test_an_upgrade_from_version_8_counts_the_pairs_already_scored(database_url,
     assert found["pairs"] == expected["pairs"] == len(labelled)
     for name, figures in expected["metrics"].items():
         assert found["metrics"][name]["interval"] == pytest.approx(figures["interval"], abs=1e-9)
+
+
+def upgraded(database_url, live_server, version, back_to, rows=None):
+    """A live server started on a database of `rows(service)` (hourly_rows) taken back to
+    `version`: it upgrades."""
+    service = import_app(database_url)
+    service.Prediction.insert_many((rows or hourly_rows)(service)).execute()
+    with service.DB.atomic():
+        back_to(service.DB)
+        record_version(service.DB, version)
+    service.DB.close_all()
+    server = live_server(database_url)
+    assert f"upgraded the schema in place from version {version} to {CURRENT_VERSION}" in server.output()
+    return server
 
 
 def record_version(database, version):
