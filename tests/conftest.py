@@ -10,6 +10,7 @@ import importlib
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -194,5 +195,5 @@ def live_server():
         return server
 
     yield start
-    for server in started:
-        server.stop()
+    with ThreadPoolExecutor(max(1, len(started))) as pool:  # each stop mostly waits: all at once
+        list(pool.map(LiveServer.stop, started))
