@@ -23,7 +23,7 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
     result = make(
         "bench",
         "BENCH_ARGS=--seconds 1 --repeat 1 --connections 1 16 --starts 1 --sizes 1000 --postgresql-sizes "
-        "--flood-rows 1000 --calls 1 "
+        "--flood-rows 1000 --calls 1 --modes after_a_label "
         "--flood-seconds 2 --release-rows 2000 --storage-rows 2000",
     )
     table = re.findall(

@@ -315,7 +315,7 @@ def main():
     for backend, seconds in first_200.items():
         median = f"median of {args.starts} starts"
         print(f"{backend}: {seconds:.2f} s from starting gunicorn to the first 200 ({median})")
-    monitoring_cost.print_tables(timings, floods, args.calls)
+    monitoring_cost.print_tables(timings, floods, monitoring_cost.asked(args))
     release.print_tables(upgraded, storage, archived)
     missed = check_targets(rows, memory, monitoring_cost.targets(timings, floods) | release.targets(upgraded))
     sys.exit(1 if missed else 0)
