@@ -62,6 +62,19 @@ def expected_probas(directory, observations):
     return joblib.load(directory / "pipeline.pickle").predict_proba(frame)[:, 1]
 
 
+def served(database_url, artifacts, observations, labelled):
+    """app.py serving `artifacts`, after /predict of each observation (ids 0, 1, ...) and /update
+    of the first `labelled` with the passengers' outcomes: (the app's module, its test client)."""
+    service = import_app(database_url, ARTIFACTS_DIR=str(artifacts))
+    client = service.app.test_client()
+    _, outcomes = titanic_frame()
+    for i, observation in enumerate(observations):
+        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
+    for i in range(labelled):
+        assert client.post("/update", json={"id": i, "true_class": int(outcomes[i])}).status_code == 200
+    return service, client
+
+
 def rounded(found, digits=12):
     """`found` with every float rounded, for figures added up in different orders."""
     if isinstance(found, dict):
@@ -183,14 +196,9 @@ def test_compare_puts_the_two_models_side_by_side_on_the_labelled_predictions_bo
     database_url, tmp_path, challengers
 ):
     artifacts = beside_the_example(tmp_path, challengers["forest"])
-    service = import_app(database_url, ARTIFACTS_DIR=str(artifacts))
-    client = service.app.test_client()
     observations = passengers(120)
+    service, client = served(database_url, artifacts, observations, labelled=100)  # 20 not labelled yet
     _, outcomes = titanic_frame()
-    for i, observation in enumerate(observations):
-        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
-    for i in range(100):  # 20 not labelled yet
-        assert client.post("/update", json={"id": i, "true_class": int(outcomes[i])}).status_code == 200
 
     whole, window = (client.get(path).get_json() for path in ("/compare", "/compare?hours=1"))
 
@@ -276,15 +284,10 @@ def test_the_counts_compare_reads_follow_every_change_to_the_rows(database_url, 
     """Labels, corrected labels, an operator's deletes and edits, an archive and (PostgreSQL) a
     TRUNCATE: after each, /compare is what the rows (and the archived ones) say."""
     artifacts = beside_the_example(tmp_path, challengers["failing on one fare"])
-    service = import_app(database_url, ARTIFACTS_DIR=str(artifacts))
-    client = service.app.test_client()
     observations = passengers(80)
     observations[3]["Fare"] = UNSCORABLE_FARE  # the challenger fails on it
+    service, client = served(database_url, artifacts, observations, labelled=70)
     _, outcomes = titanic_frame()
-    for i, observation in enumerate(observations):
-        assert client.post("/predict", json={"id": i, "observation": observation}).status_code == 200
-    for i in range(70):
-        assert client.post("/update", json={"id": i, "true_class": int(outcomes[i])}).status_code == 200
     assert_compare_is_the_recount(client, service)
 
     for i in range(0, 20, 2):  # corrected labels

@@ -276,12 +276,18 @@ def postgresql_pairs_triggers(table):
     changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in PAIRS_COUNTED)
     asked = "(OLD.challenger_version IS NOT NULL OR NEW.challenger_version IS NOT NULL)"
     kept = f"WHERE challenger_version IS NOT NULL AND NOT {is_archived('d')}"
+    # Without a challenger, every /predict's INSERT pays one look at its rows, not two upserts.
+    asked_to_score = "challenger_version IS NOT NULL"
+    shadowed = table_source(pairs.COLUMNS, "arrived", 1, f"WHERE {asked_to_score}")
     return [
         trigger_function(
             "pairs_on_insert",
-            pairs.statements(
-                POSTGRESQL, table_source(pairs.COLUMNS, "arrived", 1, "WHERE challenger_version IS NOT NULL")
-            ),
+            [
+                only_if(
+                    f"EXISTS (SELECT 1 FROM arrived WHERE {asked_to_score})",
+                    pairs.statements(POSTGRESQL, shadowed),
+                )
+            ],
         ),
         trigger_function(
             "pairs_on_update",
@@ -298,6 +304,11 @@ def postgresql_pairs_triggers(table):
         f"CREATE TRIGGER pairs_on_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS departed "
         "FOR EACH STATEMENT EXECUTE FUNCTION pairs_on_delete()",
     ]
+
+
+def only_if(condition, statements):
+    """PL/pgSQL: the statements, run only when `condition` holds."""
+    return f"IF {condition} THEN {'; '.join(statements)}; END IF"
 
 
 def trigger_function(name, statements, returns="NULL"):
