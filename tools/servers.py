@@ -14,6 +14,7 @@ Only the standard library is imported up front, so the model check runs it in th
 virtualenv; `requests` is imported where a client needs it.
 """
 
+import atexit
 import contextlib
 import glob
 import http.client
@@ -31,6 +32,19 @@ from collections import Counter
 from pathlib import Path
 
 from tools.example import EXAMPLE_DIR, EXAMPLE_OBSERVATION, REPO
+
+
+def log_folder():
+    """One folder for this process's gunicorn logs, removed when the process exits: a suite
+    starts a few hundred servers, and their logs are read only while a test runs."""
+    global _LOG_FOLDER
+    if _LOG_FOLDER is None:
+        _LOG_FOLDER = tempfile.mkdtemp(prefix="gunicorn-logs-")
+        atexit.register(shutil.rmtree, _LOG_FOLDER, ignore_errors=True)
+    return _LOG_FOLDER
+
+
+_LOG_FOLDER = None
 
 
 def free_port():
@@ -254,7 +268,7 @@ class LiveServer:
         self.base = f"http://127.0.0.1:{port}"
         self.env["PORT"] = str(port)
         self.command = [part.format(port=port) for part in self.command_template]
-        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(dir=log_folder(), suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command,
             cwd=self.cwd,
