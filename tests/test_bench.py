@@ -24,7 +24,7 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
         "bench",
         "BENCH_ARGS=--seconds 1 --repeat 1 --connections 1 16 --starts 1 --sizes 1000 --postgresql-sizes "
         "--flood-rows 1000 --calls 1 --modes after_a_label "
-        "--flood-seconds 2 --release-rows 2000 --storage-rows 2000",
+        "--flood-seconds 1 --release-rows 2000 --storage-rows 2000",
     )
     table = re.findall(
         r"^\| (?:sqlite|postgresql) \| (?:baseline|service|scikit-learn|challenger|health) \| \d+ \| [\d,]+ "
@@ -52,7 +52,7 @@ def test_make_bench_prints_the_table_and_finds_every_200_in_the_database():
 
 def test_make_bench_reload_prints_the_reload_table():
     """docs/performance.md's `make bench-reload`, shortened to one reload of one run per setting."""
-    result = make("bench-reload", "BENCH_ARGS=--repeat 1 --reloads 1 --clients 4")
+    result = make("bench-reload", "BENCH_ARGS=--repeat 1 --reloads 1 --clients 2")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| reuse_port")]
     assert len(rows) >= 2, result.stdout

@@ -3,10 +3,10 @@ model, replay some passengers with their outcomes, retrain on them (`make retrai
 result as a challenger, replay the rest, read /compare, promote (`make promote`), keep serving.
 Every acknowledged prediction is stored once, and /compare's figures are a recount of the rows."""
 
+import contextlib
+import io
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,8 @@ from test_prometheus import promtool
 
 from service import model, owner_page
 from service.monitoring.comparison import compare
-from tools import replay_example
-from tools.servers import EXAMPLE_DIR, REPO
+from tools import promote, replay_example, retrain
+from tools.servers import EXAMPLE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +44,15 @@ def replay(server, rows, columns, target, first_id):
         assert server.post("/update", {"id": first_id + offset, "true_class": true_class}).status_code == 200
 
 
-def tool(*command):
-    found = subprocess.run(
-        [sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert found.returncode == 0, found.stdout + found.stderr
-    return found.stdout
+def tool(command, *args):
+    """What a command (`make retrain`, `make promote`) printed, run in this process: the loop
+    shares the test's imports instead of paying an interpreter's start for each (tests/test_retrain.py
+    and tests/test_promote.py run the commands themselves)."""
+    printed, complained = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(complained):
+        returned = command.main(list(args))
+    assert returned == 0, printed.getvalue() + complained.getvalue()
+    return printed.getvalue()
 
 
 def stored(database_url):
@@ -143,7 +146,7 @@ def the_loop(database_url, live_server, artifacts, served, target, browser):
     running = get(server, "/model")["model_version"]
     replay(server, first, columns, target, first_id=0)
     server.stop()
-    tool("tools.retrain", database_url, "--artifacts", str(artifacts))
+    tool(retrain, database_url, "--artifacts", str(artifacts))
 
     server = live_server(database_url, workers=1, env=env)  # deployed with its challenger
     challenger = get(server, "/model")["challenger"]["model_version"]
@@ -166,7 +169,7 @@ def the_loop(database_url, live_server, artifacts, served, target, browser):
     exact, auc = compare(truth, probas, shadow)["metrics"]["roc_auc"], found["metrics"]["roc_auc"]
     assert abs(auc["running"] - exact["running"]) <= auc["max_error"]  # within its bound of the rows' own
 
-    assert f"the running model is now {challenger}" in tool("tools.promote", "--artifacts", str(artifacts))
+    assert f"the running model is now {challenger}" in tool(promote, "--artifacts", str(artifacts))
     server = live_server(database_url, workers=1, env=env)  # the promoted model serves
     assert get(server, "/model")["model_version"] == challenger
     assert "challenger" not in get(server, "/model")
