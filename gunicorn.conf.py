@@ -6,6 +6,7 @@ configures the service.
 """
 
 import errno
+import gc
 import json
 import os
 import shutil
@@ -140,6 +141,15 @@ def on_starting(server):
                 f"port {PORT} is already in use by another server: stop it, or start this one "
                 f"with another port (PORT=5001 make run)"
             ) from None
+
+
+def pre_fork(server, worker):
+    # Everything the master loaded (the libraries, the model, the settings) lives as long as it
+    # does. Frozen, those objects are out of the garbage collector's reach in every worker forked
+    # after: a worker's full collections, and the last one at its exit, no longer walk about
+    # 150,000 inherited objects, writing to (so copying) the pages it shares with the master. A
+    # worker stopping on a loaded machine took up to 20 s doing exactly that.
+    gc.freeze()
 
 
 def when_ready(server):
