@@ -62,6 +62,7 @@ def test_every_platform_file_releases_first_starts_the_same_web_command_and_chec
     assert fly["deploy"]["release_command"] == RELEASE_COMMAND
     assert fly["http_service"]["internal_port"] == int(fly["env"]["PORT"]) == 8080
     assert [check["path"] for check in fly["http_service"]["checks"]] == ["/ready"]
+    assert fly["kill_signal"] == "SIGTERM"  # Fly's default, SIGINT, is gunicorn's quick stop
 
 
 NODE_MODULES = REPO / "tests" / "js" / "node_modules"
