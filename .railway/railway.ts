@@ -20,6 +20,8 @@ export default defineRailway((_ctx, project) => {
       healthcheckTimeout: 120,
       restartPolicyType: "ON_FAILURE",
       restartPolicyMaxRetries: 10,
+      // The old version gets SIGTERM once the new one is live, and SIGKILL this long after.
+      drainingSeconds: 30,
     },
     env: { DATABASE_URL: database.env.DATABASE_URL },
   });

@@ -117,6 +117,7 @@ def test_railway_applies_the_release_the_web_command_and_the_ready_check_with_a_
     assert web["deploy"]["startCommand"] == dockerfile_cmd() == WEB_COMMAND
     assert web["deploy"]["preDeployCommand"] == [RELEASE_COMMAND]
     assert web["deploy"]["healthcheckPath"] == "/ready"
+    assert web["deploy"]["drainingSeconds"] == 30  # time to finish requests in flight
     wired = {"type": "reference", "resource": database["address"], "output": "DATABASE_URL"}
     assert web["variables"]["DATABASE_URL"] == wired
     assert not (REPO / "railway.json").exists()  # deprecated Config as Code: not shipped beside it
