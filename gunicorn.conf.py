@@ -146,9 +146,9 @@ def on_starting(server):
 def pre_fork(server, worker):
     # Everything the master loaded (the libraries, the model, the settings) lives as long as it
     # does. Frozen, those objects are out of the garbage collector's reach in every worker forked
-    # after: a worker's full collections, and the last one at its exit, no longer walk about
-    # 150,000 inherited objects, writing to (so copying) the pages it shares with the master. A
-    # worker stopping on a loaded machine took up to 20 s doing exactly that.
+    # after: a worker's full collections, and the last one at its exit, no longer walk them and
+    # write to (so copy) the pages it shares with the master, which made stopping slow on a busy
+    # machine and memory grow (docs/operations.md, "Stopping").
     gc.freeze()
 
 

@@ -219,8 +219,8 @@ def test_two_instances_sharing_postgres_keep_every_guarantee(database_url, live_
 
 def test_workers_fork_with_what_the_master_loaded_out_of_the_collector_s_reach():
     """gunicorn.conf.py's pre_fork freezes the master's objects before each fork, so that a
-    worker's garbage collections (the last one at its exit too) don't walk and copy them. Without
-    it a worker stopping on a busy machine took up to 20 s: docs/operations.md."""
+    worker's garbage collections (the last one at its exit too) don't walk and copy them
+    (docs/operations.md, "Stopping")."""
     hooks = "import gc, runpy; hooks = runpy.run_path('gunicorn.conf.py'); hooks['pre_fork'](None, None)"
     frozen = subprocess.run(
         [sys.executable, "-c", f"{hooks}; print(gc.get_freeze_count())"],
