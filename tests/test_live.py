@@ -217,7 +217,7 @@ def test_two_instances_sharing_postgres_keep_every_guarantee(database_url, live_
     assert all(probas[observation_id] == proba for observation_id, _, proba in stored)
 
 
-def test_workers_fork_with_what_the_master_loaded_out_of_the_collector_s_reach():
+def test_workers_fork_with_what_the_master_loaded_out_of_the_collector_s_reach(tmp_path):
     """gunicorn.conf.py's pre_fork freezes the master's objects before each fork, so that a
     worker's garbage collections (the last one at its exit too) don't walk and copy them
     (docs/operations.md, "Stopping")."""
@@ -225,6 +225,7 @@ def test_workers_fork_with_what_the_master_loaded_out_of_the_collector_s_reach()
     frozen = subprocess.run(
         [sys.executable, "-c", f"{hooks}; print(gc.get_freeze_count())"],
         cwd=REPO,
+        env=os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},  # else the file makes a temp folder
         capture_output=True,
         text=True,
         check=True,

@@ -301,6 +301,8 @@ def main():
     monitoring_cost.add_arguments(parser)
     release.add_arguments(parser)
     args = parser.parse_args()
+    if args.starts < 1:
+        parser.error("--starts: at least 1 (the service's own server is the first start timed)")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: install Debian's wrk package (make bench does it when run as root)")
     bindir = postgres_bindir()
